@@ -1,0 +1,191 @@
+"""The ``genreward`` command line. DVC stages call ``genreward stage NAME``.
+
+Heavy imports (torch, Prefect, MuJoCo) happen inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="GenReward pipeline: goal videos -> rewards -> RL.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect the content-addressed caches (goal videos, ...).")
+app.add_typer(cache_app, name="cache")
+
+ParamsOpt = typer.Option("params.yaml", "--params", "-p", help="params file")
+ProfileOpt = typer.Option(None, "--profile", help="profile overlay from params.yaml (laptop, paper, ...)")
+SetOpt = typer.Option(None, "--set", "-s", help="override KEY=VALUE (dotted keys), repeatable")
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(msg, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _config(params: str, profile: Optional[str], overrides: Optional[List[str]]):
+    from genreward.config import ConfigError, load_config
+
+    try:
+        return load_config(params, overrides=overrides or None, profile=profile)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+@app.command()
+def stage(
+    name: str = typer.Argument(..., help="stage name as in dvc.yaml"),
+    params: str = ParamsOpt,
+    profile: Optional[str] = ProfileOpt,
+    overrides: Optional[List[str]] = SetOpt,
+) -> None:
+    """Run one stage's Prefect flow with params.yaml (+ profile, + overrides)."""
+    _config(params, profile, overrides)  # fail fast, before Prefect starts
+    import flows  # noqa: F401  (Prefect env defaults)
+    from flows.registry import get_flow
+
+    try:
+        flow = get_flow(name)
+    except KeyError as e:
+        _fail(str(e.args[0]))
+    result = flow(params=params, profile=profile, overrides=overrides or None)
+    typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+
+@app.command("env-check")
+def env_check(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, overrides: Optional[List[str]] = SetOpt) -> None:
+    """Render a frame per task to PNG, print the GL backend and steps/s (the env_check stage)."""
+    cfg = _config(params, profile, overrides)
+    import flows  # noqa: F401
+    from flows.env_check import env_check_flow
+
+    m = env_check_flow(params=params, profile=profile, overrides=overrides or None)
+    from stages.env_check import default_outputs
+
+    out = default_outputs(cfg)
+    typer.echo(f"MuJoCo GL backend: {m['gl_backend']}   image size: {m['image_size']} px")
+    typer.echo(f"{'task':<22}{'steps/s (render)':>18}{'steps/s (physics)':>20}")
+    for task, v in m["tasks"].items():
+        typer.echo(f"{task:<22}{v['pixel_steps_per_s']:>18.1f}{v['physics_steps_per_s']:>20.1f}")
+    typer.echo(f"PNGs: {out['thumbnails']}/   metrics: {out['metrics']}")
+
+
+@app.command()
+def config(
+    params: str = ParamsOpt,
+    profile: Optional[str] = ProfileOpt,
+    overrides: Optional[List[str]] = SetOpt,
+    section: Optional[str] = typer.Option(None, help="print one section only"),
+) -> None:
+    """Validate params.yaml and print the resolved configuration as JSON."""
+    cfg = _config(params, profile, overrides)
+    data = cfg.model_dump(mode="json")
+    if section:
+        if section not in data:
+            _fail(f"unknown section {section!r}; valid: {', '.join(sorted(data))}")
+        data = data[section]
+    typer.echo(json.dumps(data, indent=2))
+
+
+@app.command()
+def doctor() -> None:
+    """Print what this install will use: GL backend, torch build and device, torchvision status."""
+    import platform
+
+    import genreward
+    from genreward.compat.torchvision_ops import ensure_importable
+    from genreward.envs import gl
+
+    typer.echo(f"genreward {genreward.__version__} on Python {platform.python_version()}")
+    try:
+        typer.echo(gl.configure().describe())
+    except gl.GLBackendError as e:
+        typer.echo(f"MuJoCo GL backend: none ({e})")
+    import torch
+
+    cuda = torch.cuda.is_available()
+    typer.echo(f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'}; GPU available: {cuda})")
+    status = ensure_importable()
+    notes = {
+        "native": "compiled ops loaded",
+        "schemas-only": "compiled ops unavailable on this torch build; pure-Python parts in use (see genreward/compat/torchvision_ops.py)",
+        "absent": "not installed",
+        "already-imported": "imported before genreward",
+    }
+    import torchvision
+
+    typer.echo(f"torchvision {torchvision.__version__}: {notes.get(status, status)}")
+
+
+# -- cache -------------------------------------------------------------------------------
+def _cache_root(params: str, root: Optional[Path]) -> Path:
+    if root is not None:
+        return root
+    return _config(params, None, None).store.cache_dir
+
+
+@cache_app.command("ls")
+def cache_ls(
+    namespace: Optional[str] = typer.Argument(None, help="e.g. goal_videos; all when omitted"),
+    params: str = ParamsOpt,
+    root: Optional[Path] = typer.Option(None, help="cache root (default: store.cache_dir)"),
+) -> None:
+    """List cache entries: key, creation time, size, and a summary of their inputs."""
+    from genreward.store.cache import ContentCache, namespaces
+
+    base = _cache_root(params, root)
+    names = [namespace] if namespace else namespaces(base)
+    count = 0
+    for ns in names:
+        for e in ContentCache(base, ns).entries():
+            count += 1
+            summary = {k: v for k, v in e.meta.get("inputs", {}).items() if isinstance(v, (str, int, float))}
+            text = ", ".join(f"{k}={v}" for k, v in list(summary.items())[:4])
+            typer.echo(f"{ns}/{e.key[:12]}  {e.meta.get('created', '?')}  {e.size_bytes / 1e6:8.2f} MB  {text}")
+    if count == 0:
+        typer.echo(f"(no cache entries under {base})")
+
+
+@cache_app.command("show")
+def cache_show(
+    key: str = typer.Argument(..., help="NAMESPACE/KEYPREFIX, e.g. goal_videos/3fa2"),
+    params: str = ParamsOpt,
+    root: Optional[Path] = typer.Option(None),
+) -> None:
+    """Print one entry's recorded inputs and provenance."""
+    from genreward.store.cache import CacheError, ContentCache
+
+    ns, _, prefix = key.partition("/")
+    try:
+        e = ContentCache(_cache_root(params, root), ns).resolve(prefix)
+    except (CacheError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps({"path": str(e.path), "size_bytes": e.size_bytes, **e.meta}, indent=2, sort_keys=True))
+
+
+@cache_app.command("rm")
+def cache_rm(
+    key: str = typer.Argument(..., help="NAMESPACE/KEYPREFIX"),
+    params: str = ParamsOpt,
+    root: Optional[Path] = typer.Option(None),
+) -> None:
+    """Delete one entry (it is rebuilt on next use)."""
+    from genreward.store.cache import CacheError, ContentCache
+
+    ns, _, prefix = key.partition("/")
+    try:
+        e = ContentCache(_cache_root(params, root), ns).remove(prefix)
+    except (CacheError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(f"removed {ns}/{e.key}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

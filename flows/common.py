@@ -1,0 +1,23 @@
+"""Shared flow plumbing: config loading with per-run overrides, running a stage as a task."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from genreward.config import Config, load_config
+
+
+def load_run_config(params: str = "params.yaml", profile: str | None = None, overrides: list[str] | None = None) -> Config:
+    return load_config(params, overrides=overrides or None, profile=profile)
+
+
+@task(name="run-stage")
+def run_stage(stage: str, cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict[str, Any]:
+    module = importlib.import_module(f"stages.{stage}")
+    logger = get_run_logger()
+    logger.info("stage %s: profile=%s outputs=%s", stage, cfg.profile, {k: str(v) for k, v in outputs.items()})
+    return module.run(cfg, inputs, outputs)

@@ -1,0 +1,16 @@
+"""Stage name -> flow, for ``genreward stage NAME`` (names as in dvc.yaml)."""
+
+from __future__ import annotations
+
+import importlib
+
+FLOWS: dict[str, str] = {
+    "env_check": "flows.env_check:env_check_flow",
+}
+
+
+def get_flow(stage: str):
+    if stage not in FLOWS:
+        raise KeyError(f"unknown stage {stage!r}; valid: {', '.join(sorted(FLOWS))}")
+    module, attr = FLOWS[stage].split(":")
+    return getattr(importlib.import_module(module), attr)

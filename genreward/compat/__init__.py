@@ -1,0 +1,1 @@
+"""Small, explicit compatibility steps for third-party packages (one module each)."""

@@ -1,0 +1,230 @@
+"""The typed view of ``params.yaml`` — the single source of every knob.
+
+Layout of params.yaml::
+
+    profile: laptop          # which overlay of `profiles:` to apply (laptop = the base values)
+    seed: 0
+    tasks: [...]
+    env: {...}               # one section per concern, each a pydantic model below
+    ...
+    profiles:
+      paper: {...}           # partial overlays, deep-merged over the base values
+
+Every section forbids unknown keys; every error is reported as one line naming the dotted
+key (``env.image_size: ...``) and, for unknown keys and names, the valid choices. Overrides
+(``--set env.image_size=96``, Prefect parameters) are applied after the profile overlay.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from genreward.envs.config import EnvConfig
+from genreward.envs.tasks import PAPER_TASKS, UnknownTaskError, check_task
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration. ``str(err)`` is one line per problem, each naming its key."""
+
+    def __init__(self, problems: list[str], source: str = "params.yaml"):
+        self.problems = problems
+        self.source = source
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(_Section):
+    data_dir: Path = Field(Path("data"), description="root of DVC-tracked artifacts")
+    cache_dir: Path = Field(Path("data/cache"), description="content-addressed caches shared across experiments")
+
+
+class RuntimeConfig(_Section):
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    num_workers: int = Field(2, ge=1, le=512, description="worker processes for parallel stages")
+    progress: bool = Field(True, description="progress bars on the terminal")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+            raise ValueError(f"device {v!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        return v
+
+
+class EnvCheckConfig(_Section):
+    steps: int = Field(200, ge=10, le=100_000, description="steps per task for the throughput measurement")
+    thumbnail_size: int = Field(256, ge=32, le=1024, description="size of the saved PNG per task")
+
+
+class Config(_Section):
+    profile: str = "laptop"
+    seed: int = Field(0, ge=0)
+    tasks: tuple[str, ...] = Field(PAPER_TASKS, min_length=1)
+    env: EnvConfig = EnvConfig()
+    store: StoreConfig = StoreConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    env_check: EnvCheckConfig = EnvCheckConfig()
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for i, t in enumerate(v):
+            try:
+                check_task(t)
+            except UnknownTaskError as e:
+                raise ValueError(f"[{i}] {e}") from None
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate task names in {list(v)}")
+        return v
+
+    def section(self, *names: str) -> dict[str, Any]:
+        """A JSON-able subset of the config (what a stage records with its artifacts)."""
+        data = self.model_dump(mode="json")
+        return {"profile": self.profile, **{n: data[n] for n in names}}
+
+    def resolve_device(self) -> str:
+        if self.runtime.device != "auto":
+            return self.runtime.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+_TOP_KEYS = set(Config.model_fields) | {"profiles"}
+
+
+# -- loading -------------------------------------------------------------------------------
+def load_config(
+    path: str | Path = DEFAULT_PARAMS,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+    profile: str | None = None,
+) -> Config:
+    """Read, overlay the selected profile, apply overrides, validate. Raises :class:`ConfigError`."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError([f"file not found ({path.resolve()}); run from the project root or pass --params"], str(path))
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError([f"not valid YAML: {str(e).splitlines()[0]}"], str(path)) from None
+    return config_from_dict(raw, overrides=overrides, profile=profile, source=str(path))
+
+
+def config_from_dict(
+    raw: Mapping[str, Any],
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+    profile: str | None = None,
+    source: str = "params.yaml",
+) -> Config:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(["top level must be a mapping of sections"], source)
+    raw = copy.deepcopy(dict(raw))
+    profiles = raw.pop("profiles", None) or {}
+    if not isinstance(profiles, Mapping):
+        raise ConfigError(["profiles: must be a mapping of profile name -> overlay"], source)
+    unknown = [k for k in raw if k not in _TOP_KEYS]
+    if unknown:
+        raise ConfigError([_unknown_key(k, _TOP_KEYS) for k in unknown], source)
+    # Every profile must be valid, not only the selected one: a typo in `paper` fails on a laptop too.
+    for name, overlay in profiles.items():
+        if not isinstance(overlay, Mapping):
+            raise ConfigError([f"profiles.{name}: must be a mapping (got {type(overlay).__name__})"], source)
+        if "profile" in overlay or "profiles" in overlay:
+            raise ConfigError([f"profiles.{name}: an overlay cannot set 'profile' or 'profiles'"], source)
+        _validate(_deep_merge(raw, overlay), source, prefix=f"profiles.{name}: ")
+    if profile is not None:
+        raw["profile"] = profile
+    selected = raw.get("profile", "laptop")
+    if selected != "laptop" and selected not in profiles:
+        valid = sorted({"laptop", *profiles})
+        raise ConfigError([f"profile: unknown profile {selected!r} (valid: {', '.join(valid)})"], source)
+    merged = _deep_merge(raw, profiles.get(selected, {}))
+    if overrides:
+        items = overrides.items() if isinstance(overrides, Mapping) else (_parse_override(o, source) for o in overrides)
+        for key, value in items:
+            if key.split(".")[0] in ("profile", "profiles"):
+                raise ConfigError([f"{key}: select a profile with --profile / profile:, not an override"], source)
+            _set_dotted(merged, key, value)
+    return _validate(merged, source)
+
+
+def _validate(data: Mapping[str, Any], source: str, prefix: str = "") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError([prefix + _format_error(err) for err in e.errors()], source) from None
+
+
+def _format_error(err: Mapping[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "<top>"
+    if err["type"] == "extra_forbidden":
+        return _unknown_key(key, _valid_keys(loc[:-1]))
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    got = err.get("input")
+    got_s = "" if isinstance(got, (dict, list, tuple)) else f" (got {got!r})"
+    return f"{key}: {msg}{got_s}"
+
+
+def _valid_keys(parent: list[str]) -> set[str]:
+    model: Any = Config
+    for part in parent:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return set()
+        model = field.annotation
+    keys = set(model.model_fields)
+    return keys | ({"profiles"} if model is Config else set())
+
+
+def _unknown_key(key: str, valid: set[str]) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, sorted(valid), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{key}: unknown key ({hint}valid: {', '.join(sorted(valid))})"
+
+
+def _deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for k, v in overlay.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _parse_override(item: str, source: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError([f"override {item!r}: expected KEY=VALUE, e.g. env.image_size=96"], source)
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError([f"{key}: {part!r} is not a section"])
+        node = nxt
+    node[parts[-1]] = value

@@ -1,0 +1,150 @@
+"""Meta-World v3 as a pixel environment with the paper's conventions.
+
+Observation convention (one, everywhere in genreward): a dict
+  ``pixels``: uint8 ``[frame_stack * 3, H, W]`` (channels-first, oldest frame first, upright),
+  ``state``:  float32 ``[39]`` Meta-World's fully observable state vector (hand, gripper,
+              objects, previous step, goal), kept for logging and reward relabelling.
+Episodes last ``episode_length`` *environment* steps (paper: 256) and are truncated exactly
+there; with ``action_repeat = k`` one agent step is k env steps. Meta-World never terminates.
+``info["success"]`` is success on this agent step (any of its repeats), and
+``info["episode_success"]`` is success at any step so far (the paper's success metric).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from genreward.envs import gl
+from genreward.envs.config import ACTION_DIM, STATE_DIM, EnvConfig
+from genreward.envs.tasks import check_task
+
+def _gym():
+    gl.configure()
+    import gymnasium
+
+    return gymnasium
+
+
+class EpisodeOver(RuntimeError):
+    pass
+
+
+class MetaWorldPixelEnv(_gym().Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 8}
+
+    def __init__(self, task: str, cfg: EnvConfig | None = None, seed: int | None = None):
+        gym = _gym()
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        self.task = check_task(task)
+        self.cfg = cfg or EnvConfig()
+        c = self.cfg
+        self.render_mode = "rgb_array"
+        env = ALL_V3_ENVIRONMENTS[self.task](
+            render_mode="rgb_array", camera_name=c.camera, width=c.image_size, height=c.image_size
+        )
+        # Fully observable state (goal included), per-reset randomisation from a seeded RNG.
+        env._partially_observable = False
+        # sawyer_observation_space is a cached property computed in partially observable mode;
+        # step() clips observations to it, which would zero the goal position.
+        env.__dict__.pop("sawyer_observation_space", None)
+        env._set_task_called = True
+        env._freeze_rand_vec = False
+        env.seeded_rand_vec = True
+        env.max_path_length = c.episode_length
+        if c.fast_render:
+            env.model.vis.quality.shadowsize = 0
+            env.model.vis.quality.offsamples = 0
+        self._env = env
+        self._frames: deque[np.ndarray] = deque(maxlen=c.frame_stack)
+        self._t = 0
+        self._episode_success = False
+        self._needs_reset = True
+        self._seeded_once = False
+
+        size = c.image_size
+        self.observation_space = gym.spaces.Dict(
+            {
+                "pixels": gym.spaces.Box(0, 255, (3 * c.frame_stack, size, size), np.uint8),
+                "state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+            }
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        if seed is not None:
+            self._seed(seed)
+
+    # -- gymnasium API -------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._seed(seed)
+        elif not self._seeded_once:
+            self._seed(int(self.np_random.integers(2**31 - 1)))
+        state, info = self._env.reset()
+        if not self.cfg.randomize:
+            self._env._freeze_rand_vec = True  # keep this seed's object/goal positions
+        frame = self.render()
+        self._frames.clear()
+        for _ in range(self.cfg.frame_stack):
+            self._frames.append(frame)
+        self._t = 0
+        self._episode_success = False
+        self._needs_reset = False
+        return self._obs(state), dict(info)
+
+    def step(self, action):
+        if self._needs_reset:
+            raise EpisodeOver(
+                f"{self.task}: the episode is over (truncated at {self.cfg.episode_length} env steps) "
+                "or was never started; call reset()"
+            )
+        action = np.clip(np.asarray(action, dtype=np.float32).reshape(ACTION_DIM), -1.0, 1.0)
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"{self.task}: action has non-finite values: {action}")
+        total = 0.0
+        success = False
+        info: dict[str, Any] = {}
+        for _ in range(self.cfg.action_repeat):
+            state, reward, _, _, info = self._env.step(action)
+            total += float(reward)
+            success = success or bool(info.get("success", 0.0))
+            self._t += 1
+        self._episode_success = self._episode_success or success
+        self._frames.append(self.render())
+        truncated = self._t >= self.cfg.episode_length
+        self._needs_reset = truncated
+        info = dict(info)
+        info.update(success=success, episode_success=self._episode_success, env_steps=self._t)
+        return self._obs(state), total, False, truncated, info
+
+    def render(self) -> np.ndarray:
+        """The current camera frame, upright, uint8 ``[H, W, 3]``."""
+        frame = self._env.render()
+        return np.ascontiguousarray(frame[::-1])
+
+    def close(self):
+        env = getattr(self, "_env", None)
+        if env is not None:
+            env.close()
+            self._env = None
+
+    # -- extras --------------------------------------------------------------------------
+    @property
+    def unwrapped_metaworld(self):
+        return self._env
+
+    def physics_state(self) -> np.ndarray:
+        """MuJoCo ``qpos`` and ``qvel`` concatenated (float64), for exact replays."""
+        return np.concatenate([self._env.data.qpos, self._env.data.qvel]).copy()
+
+    def _seed(self, seed: int) -> None:
+        self._env.seed(int(seed))
+        self._env._freeze_rand_vec = False
+        self._seeded_once = True
+
+    def _obs(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        pixels = np.concatenate([f.transpose(2, 0, 1) for f in self._frames], axis=0)
+        return {"pixels": pixels, "state": np.asarray(state, dtype=np.float32)}

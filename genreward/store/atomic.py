@@ -1,0 +1,86 @@
+"""Atomic directory writes: build under a hidden temp name beside the target, then rename.
+
+A reader therefore sees either the previous complete directory or the new complete one, never a
+half-written one. Temp names carry the writer's PID so a later writer can remove leftovers of
+crashed writers without touching a live writer's work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(target: Path) -> list[Path]:
+    """Remove temp/old siblings of ``target`` left by writers that no longer run."""
+    removed = []
+    parent = target.parent
+    if not parent.is_dir():
+        return removed
+    for p in parent.glob(f".{target.name}.*-*"):
+        kind_pid = p.name[len(target.name) + 2 :].split("-")
+        if len(kind_pid) >= 2 and kind_pid[0] in ("tmp", "old") and kind_pid[1].isdigit():
+            if not _pid_alive(int(kind_pid[1])):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+def temp_sibling(target: Path, kind: str = "tmp") -> Path:
+    return target.parent / f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Move the finished ``tmp`` to ``target``, replacing an existing ``target``."""
+    old = None
+    if target.exists():
+        old = temp_sibling(target, "old")
+        os.rename(target, old)
+    os.rename(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a temp folder; on normal exit it becomes ``target`` atomically, on error it is removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target)
+    tmp = temp_sibling(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, target)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a small text file (JSON metrics, CSV) via a temp file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

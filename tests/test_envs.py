@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from genreward.envs import EnvConfig, PAPER_TASKS, make_env
+from genreward.envs.config import STATE_DIM
+from genreward.envs.metaworld_env import EpisodeOver
+from genreward.envs.tasks import METAWORLD_V3_TASKS, UnknownTaskError, check_task
+
+SMALL = EnvConfig(image_size=48, episode_length=40)
+
+
+@pytest.fixture
+def env():
+    e = make_env("pick-place-v3", SMALL, seed=0)
+    yield e
+    e.close()
+
+
+def _red_mask(frame: np.ndarray) -> np.ndarray:
+    r, g, b = (frame[..., i].astype(int) for i in range(3))
+    return (r > 90) & (r > 2 * g) & (r > 2 * b)
+
+
+def test_task_list_matches_installed_metaworld():
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    assert set(METAWORLD_V3_TASKS) == set(ALL_V3_ENVIRONMENTS)
+    assert set(PAPER_TASKS) <= set(METAWORLD_V3_TASKS)
+    with pytest.raises(UnknownTaskError, match="did you mean 'pick-place-v3'"):
+        check_task("pick-place")
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(UnknownTaskError, match="unknown task 'pick-palce-v3'"):
+        make_env("pick-palce-v3")
+
+
+def test_shapes_and_dtypes(env):
+    obs, info = env.reset(seed=1)
+    assert env.observation_space.contains(obs)
+    assert obs["pixels"].shape == (9, 48, 48) and obs["pixels"].dtype == np.uint8
+    assert obs["state"].shape == (STATE_DIM,) and obs["state"].dtype == np.float32
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert env.observation_space.contains(obs)
+    assert isinstance(reward, float) and terminated is False and truncated is False
+    assert {"success", "episode_success", "env_steps"} <= set(info) and info["env_steps"] == 1
+    # The goal position is part of the state (fully observable), and survives step()'s clipping.
+    assert np.abs(obs["state"][-3:]).sum() > 0.1
+
+
+def test_frame_stack_holds_distinct_consecutive_frames(env):
+    obs, _ = env.reset(seed=2)
+    f = obs["pixels"].reshape(3, 3, 48, 48)
+    assert (f[0] == f[1]).all() and (f[1] == f[2]).all()  # reset: the first frame repeated
+    history = [f[2]]
+    for _ in range(3):
+        obs, *_ = env.step(np.array([1.0, 0.0, 0.5, 1.0], np.float32))
+        history.append(obs["pixels"][-3:])
+    stack = obs["pixels"].reshape(3, 3, 48, 48)
+    for k in range(3):  # oldest first: the last three rendered frames, in order
+        np.testing.assert_array_equal(stack[k], history[-3 + k])
+    assert not (stack[0] == stack[1]).all() and not (stack[1] == stack[2]).all()
+    np.testing.assert_array_equal(stack[2], env.render().transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("repeat", [1, 4])
+def test_truncation_exactly_at_episode_length(repeat):
+    cfg = EnvConfig(image_size=32, episode_length=40, action_repeat=repeat)
+    env = make_env("reach-v3", cfg, seed=0)
+    try:
+        env.reset(seed=0)
+        flags = []
+        for _ in range(40 // repeat):
+            _, _, terminated, truncated, info = env.step(np.zeros(4, np.float32))
+            flags.append(truncated)
+            assert not terminated
+        assert flags == [False] * (40 // repeat - 1) + [True]
+        assert info["env_steps"] == 40
+        with pytest.raises(EpisodeOver, match="call reset"):
+            env.step(np.zeros(4, np.float32))
+        env.reset()
+        env.step(np.zeros(4, np.float32))  # usable again after reset
+    finally:
+        env.close()
+
+
+def test_image_is_upright(env):
+    """Raising the (red) arm must move its pixels up the image; a flipped image moves them down."""
+    env.reset(seed=3)
+    low = _red_mask(env.render())
+    for _ in range(25):
+        env.step(np.array([0.0, 0.0, 1.0, 0.0], np.float32))
+    high = _red_mask(env.render())
+    rows = np.arange(48)[:, None]
+    centroid = lambda m: float((rows * m).sum() / m.sum())
+    assert low.sum() > 20 and high.sum() > 20
+    assert centroid(high) < centroid(low) - 1.0, (centroid(low), centroid(high))
+    # The raw Meta-World render is upside down: same check fails there.
+    raw = env.unwrapped_metaworld.render()
+    assert centroid(_red_mask(raw)) > centroid(high)
+
+
+def test_same_seed_same_first_frame_and_randomised_resets():
+    cfg = EnvConfig(image_size=48)
+    a, b = make_env("pick-place-v3", cfg), make_env("pick-place-v3", cfg)
+    try:
+        oa, _ = a.reset(seed=7)
+        ob, _ = b.reset(seed=7)
+        np.testing.assert_array_equal(oa["pixels"], ob["pixels"])
+        np.testing.assert_array_equal(oa["state"], ob["state"])
+        oc, _ = b.reset(seed=8)
+        assert not np.array_equal(oa["state"], oc["state"])
+        od, _ = b.reset()  # randomize=True: new object/goal positions each reset
+        assert not np.allclose(oc["state"][4:7], od["state"][4:7])
+    finally:
+        a.close()
+        b.close()
+
+
+def test_fixed_positions_when_not_randomised():
+    env = make_env("pick-place-v3", EnvConfig(image_size=32, randomize=False), seed=5)
+    try:
+        s0 = env.reset(seed=5)[0]["state"]
+        s1 = env.reset()[0]["state"]
+        np.testing.assert_allclose(s0[4:7], s1[4:7])
+        np.testing.assert_allclose(s0[-3:], s1[-3:])
+    finally:
+        env.close()
+
+
+def test_non_finite_action_is_rejected(env):
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        env.step(np.array([np.nan, 0, 0, 0], np.float32))
+
+
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_scripted_expert_succeeds(task):
+    """Oracle check: >= 7/10 episodes reach success within 256 steps (paper episode length)."""
+    from genreward.envs.experts import expert_policy, rollout
+
+    env = make_env(task, EnvConfig(image_size=32), seed=0)
+    policy = expert_policy(task)
+    try:
+        results = [rollout(env, policy, seed=100 + i, stop_on_success=True) for i in range(10)]
+    finally:
+        env.close()
+    wins = sum(r.success for r in results)
+    assert wins >= 7, f"{task}: expert succeeded in {wins}/10"
+    for r in results:
+        assert len(r.actions) <= 256
+        # episode_success is "success at any step" and stays set
+        assert r.success == r.successes.any()
+
+
+def test_episode_success_is_sticky():
+    from genreward.envs.experts import expert_policy
+
+    env = make_env("reach-v3", EnvConfig(image_size=32, episode_length=120), seed=0)
+    policy = expert_policy("reach-v3")
+    try:
+        obs, _ = env.reset(seed=0)
+        seen, flags = False, []
+        for t in range(120):
+            action = policy(obs["state"]) if not seen else np.array([0, 0, 1.0, 0], np.float32)
+            obs, _, _, _, info = env.step(action)
+            seen = seen or info["success"]
+            flags.append((info["success"], info["episode_success"]))
+        assert seen
+        assert any(s is False and e is True for s, e in flags), "moved away after success: episode_success must stay True"
+        assert all(e == any(s for s, _ in flags[: i + 1]) for i, (_, e) in enumerate(flags))
+    finally:
+        env.close()
+
+
+def test_vector_env_collects_in_parallel():
+    from genreward.envs.vector import make_vector_env
+
+    venv = make_vector_env(["reach-v3", "push-v3"], EnvConfig(image_size=32, episode_length=20), num_envs=2, seed=0)
+    try:
+        obs, _ = venv.reset(seed=0)
+        assert obs["pixels"].shape == (2, 9, 32, 32) and obs["state"].shape == (2, STATE_DIM)
+        assert not np.array_equal(obs["state"][0], obs["state"][1])
+        for _ in range(20):
+            obs, rew, term, trunc, info = venv.step(np.zeros((2, 4), np.float32))
+        assert trunc.all() and rew.shape == (2,)
+    finally:
+        venv.close()
+
+
+def test_gl_respects_user_setting(monkeypatch):
+    from genreward.envs import gl
+
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    assert gl.configure() == gl.GLBackend("osmesa", "user")
+    assert os.environ["MUJOCO_GL"] == "osmesa"
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.setattr(gl, "_available", lambda name: name == "osmesa")
+    backend = gl.configure()
+    assert backend == gl.GLBackend("osmesa", "auto") and os.environ["MUJOCO_GL"] == "osmesa"
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.setattr(gl, "_available", lambda name: False)
+    with pytest.raises(gl.GLBackendError, match="apt-get install libegl1"):
+        gl.configure()
