@@ -21,19 +21,10 @@ from genreward.envs import gl
 
 
 def raw_env(task: str, size: int, camera: str, fast: bool):
-    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+    from genreward.envs.metaworld_env import make_metaworld
 
-    env = ALL_V3_ENVIRONMENTS[task](render_mode="rgb_array", camera_name=camera, width=size, height=size)
-    env._partially_observable = False
-    env.__dict__.pop("sawyer_observation_space", None)
-    env._set_task_called = True
-    env._freeze_rand_vec = False
-    env.seeded_rand_vec = True
+    env = make_metaworld(task, camera, size, size, episode_length=256, fast_render=fast)
     env.seed(0)
-    env.max_path_length = 256
-    if fast:
-        env.model.vis.quality.shadowsize = 0
-        env.model.vis.quality.offsamples = 0
     return env
 
 

@@ -41,9 +41,18 @@ def stage(
     params: str = ParamsOpt,
     profile: Optional[str] = ProfileOpt,
     overrides: Optional[List[str]] = SetOpt,
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="per-task stages: run for this task only"),
 ) -> None:
     """Run one stage's Prefect flow with params.yaml (+ profile, + overrides)."""
-    _config(params, profile, overrides)  # fail fast, before Prefect starts
+    cfg = _config(params, profile, overrides)  # fail fast, before Prefect starts
+    if task is not None:
+        from genreward.config import ConfigError
+
+        try:
+            cfg.for_task(task)
+        except ConfigError as e:
+            _fail(str(e))
+    _prefect_storage(cfg)  # before Prefect reads its settings
     import flows  # noqa: F401  (Prefect env defaults)
     from flows.registry import get_flow
 
@@ -51,8 +60,22 @@ def stage(
         flow = get_flow(name)
     except KeyError as e:
         _fail(str(e.args[0]))
-    result = flow(params=params, profile=profile, overrides=overrides or None)
+    kwargs = dict(params=params, profile=profile, overrides=overrides or None)
+    if task is not None:
+        import inspect
+
+        if "task" not in inspect.signature(flow.fn).parameters:
+            _fail(f"stage {name!r} is not per-task; drop --task")
+        kwargs["task"] = task
+    result = flow(**kwargs)
     typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+
+def _prefect_storage(cfg) -> None:
+    """Persist Prefect task results (cache records) beside our caches unless the user chose a place."""
+    import os
+
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str((cfg.store.cache_dir / "prefect-results").resolve()))
 
 
 @app.command("env-check")

@@ -6,6 +6,7 @@ import importlib
 
 FLOWS: dict[str, str] = {
     "env_check": "flows.env_check:env_check_flow",
+    "generate_goal_videos": "flows.generate_goal_videos:generate_goal_videos_flow",
 }
 
 

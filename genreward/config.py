@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genreward.envs.config import EnvConfig
 from genreward.envs.tasks import PAPER_TASKS, UnknownTaskError, check_task
+from genreward.video.config import DEFAULT_PROMPTS, GoalVideoConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -76,6 +77,39 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     env_check: EnvCheckConfig = EnvCheckConfig()
+    prompts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS))
+    goal_video: GoalVideoConfig = GoalVideoConfig()
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, v: dict[str, str]) -> dict[str, str]:
+        for task, prompt in v.items():
+            try:
+                check_task(task)
+            except UnknownTaskError as e:
+                raise ValueError(f"{task}: {e}") from None
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError(f"{task}: empty prompt")
+        return v
+
+    @model_validator(mode="after")
+    def _every_task_has_a_prompt(self) -> "Config":
+        missing = [t for t in self.tasks if t not in self.prompts]
+        if missing:
+            raise ValueError(f"prompts: no prompt for {', '.join(missing)} (add `prompts: {{{missing[0]}: \"...\"}}`)")
+        return self
+
+    def for_task(self, task: str) -> "Config":
+        """This config narrowed to one task (per-task DVC stages), validated."""
+        data = self.model_dump(mode="json")
+        data["tasks"] = [task]
+        try:
+            return Config.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError([_format_error(err) for err in e.errors()], "--task") from None
+
+    def prompt(self, task: str) -> str:
+        return self.prompts[task]
 
     @field_validator("tasks")
     @classmethod
@@ -143,6 +177,8 @@ def config_from_dict(
             raise ConfigError([f"profiles.{name}: must be a mapping (got {type(overlay).__name__})"], source)
         if "profile" in overlay or "profiles" in overlay:
             raise ConfigError([f"profiles.{name}: an overlay cannot set 'profile' or 'profiles'"], source)
+        if "tasks" in overlay:
+            raise ConfigError([f"profiles.{name}.tasks: set tasks at the top level (DVC expands per-task stages from it)"], source)
         _validate(_deep_merge(raw, overlay), source, prefix=f"profiles.{name}: ")
     if profile is not None:
         raw["profile"] = profile
@@ -169,13 +205,13 @@ def _validate(data: Mapping[str, Any], source: str, prefix: str = "") -> Config:
 
 def _format_error(err: Mapping[str, Any]) -> str:
     loc = [str(p) for p in err["loc"]]
-    key = ".".join(loc) or "<top>"
+    key = ".".join(loc)
     if err["type"] == "extra_forbidden":
         return _unknown_key(key, _valid_keys(loc[:-1]))
     msg = str(err["msg"]).removeprefix("Value error, ")
     got = err.get("input")
     got_s = "" if isinstance(got, (dict, list, tuple)) else f" (got {got!r})"
-    return f"{key}: {msg}{got_s}"
+    return f"{key}: {msg}{got_s}" if key else msg
 
 
 def _valid_keys(parent: list[str]) -> set[str]:

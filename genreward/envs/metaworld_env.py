@@ -28,6 +28,27 @@ def _gym():
     return gymnasium
 
 
+def make_metaworld(task: str, camera: str, height: int, width: int, episode_length: int, fast_render: bool):
+    """The raw Meta-World v3 env configured as genreward uses it (no wrapper)."""
+    gl.configure()
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    env = ALL_V3_ENVIRONMENTS[check_task(task)](render_mode="rgb_array", camera_name=camera, width=width, height=height)
+    # Fully observable state (goal included), per-reset randomisation from a seeded RNG.
+    env._partially_observable = False
+    # sawyer_observation_space is a cached property computed in partially observable mode;
+    # step() clips observations to it, which would zero the goal position.
+    env.__dict__.pop("sawyer_observation_space", None)
+    env._set_task_called = True
+    env._freeze_rand_vec = False
+    env.seeded_rand_vec = True
+    env.max_path_length = episode_length
+    if fast_render:
+        env.model.vis.quality.shadowsize = 0
+        env.model.vis.quality.offsamples = 0
+    return env
+
+
 class EpisodeOver(RuntimeError):
     pass
 
@@ -35,40 +56,30 @@ class EpisodeOver(RuntimeError):
 class MetaWorldPixelEnv(_gym().Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 8}
 
-    def __init__(self, task: str, cfg: EnvConfig | None = None, seed: int | None = None):
+    def __init__(
+        self,
+        task: str,
+        cfg: EnvConfig | None = None,
+        seed: int | None = None,
+        render_size: tuple[int, int] | None = None,
+    ):
+        """``render_size=(height, width)`` overrides the square ``cfg.image_size`` (e.g. for goal videos)."""
         gym = _gym()
-        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-
         self.task = check_task(task)
         self.cfg = cfg or EnvConfig()
         c = self.cfg
         self.render_mode = "rgb_array"
-        env = ALL_V3_ENVIRONMENTS[self.task](
-            render_mode="rgb_array", camera_name=c.camera, width=c.image_size, height=c.image_size
-        )
-        # Fully observable state (goal included), per-reset randomisation from a seeded RNG.
-        env._partially_observable = False
-        # sawyer_observation_space is a cached property computed in partially observable mode;
-        # step() clips observations to it, which would zero the goal position.
-        env.__dict__.pop("sawyer_observation_space", None)
-        env._set_task_called = True
-        env._freeze_rand_vec = False
-        env.seeded_rand_vec = True
-        env.max_path_length = c.episode_length
-        if c.fast_render:
-            env.model.vis.quality.shadowsize = 0
-            env.model.vis.quality.offsamples = 0
-        self._env = env
+        height, width = render_size or (c.image_size, c.image_size)
+        self._env = make_metaworld(self.task, c.camera, height, width, c.episode_length, c.fast_render)
         self._frames: deque[np.ndarray] = deque(maxlen=c.frame_stack)
         self._t = 0
         self._episode_success = False
         self._needs_reset = True
         self._seeded_once = False
 
-        size = c.image_size
         self.observation_space = gym.spaces.Dict(
             {
-                "pixels": gym.spaces.Box(0, 255, (3 * c.frame_stack, size, size), np.uint8),
+                "pixels": gym.spaces.Box(0, 255, (3 * c.frame_stack, height, width), np.uint8),
                 "state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
             }
         )

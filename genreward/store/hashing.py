@@ -82,3 +82,41 @@ def hash_tree(path: str | Path, ignore: tuple[str, ...] = (".git", "__pycache__"
             continue
         h.update(str(rel.as_posix()).encode() + b"\0" + hash_file(f).encode() + b"\n")
     return h.hexdigest()
+
+
+def tree_signature(path: str | Path) -> str:
+    """Cheap fingerprint of a file/folder: relative names, sizes and mtimes (no content read)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        rel = f.name if f == path else f.relative_to(path).as_posix()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def hash_tree_memo(path: str | Path, memo_file: str | Path | None) -> str:
+    """:func:`hash_tree`, memoised on disk by :func:`tree_signature` (multi-GB weight folders).
+
+    The content is re-hashed whenever any file's name, size or mtime changes.
+    """
+    path = Path(path).resolve()
+    if memo_file is None:
+        return hash_tree(path)
+    from filelock import FileLock
+
+    memo_file = Path(memo_file)
+    memo_file.parent.mkdir(parents=True, exist_ok=True)
+    sig = tree_signature(path)
+    with FileLock(str(memo_file) + ".lock"):
+        memo = json.loads(memo_file.read_text()) if memo_file.exists() else {}
+        hit = memo.get(str(path))
+        if hit and hit.get("signature") == sig:
+            return hit["sha256"]
+        digest = hash_tree(path)
+        memo[str(path)] = {"signature": sig, "sha256": digest}
+        tmp = memo_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
+        tmp.replace(memo_file)
+    return digest

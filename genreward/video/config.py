@@ -1,0 +1,76 @@
+"""Goal-video configuration (``goal_video:`` and ``prompts:`` in params.yaml). No torch import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_PROMPTS: dict[str, str] = {
+    "pick-place-v3": "a robot arm picks up the puck and places it at the target",
+    "pick-out-of-hole-v3": "a robot arm picks the peg out of the hole and lifts it to the target",
+    "bin-picking-v3": "a robot arm picks up the cube from one bin and places it into the other bin",
+    "shelf-place-v3": "a robot arm picks up the block and places it on the shelf",
+    "disassemble-v3": "a robot arm grasps the wrench and pulls it off the peg",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DiffusersConfig(_Section):
+    """CogVideoX through diffusers (text-to-video or image-to-video)."""
+
+    model: str = Field("THUDM/CogVideoX-2b", description="hub id or local folder of a diffusers pipeline")
+    revision: Optional[str] = Field(None, description="hub revision (branch, tag or commit)")
+    mode: Literal["t2v", "i2v"] = "t2v"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU")
+    offload: Literal["none", "model", "sequential"] = Field("none", description="accelerate CPU offload on GPUs")
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    lora: Optional[Path] = Field(None, description="LoRA weights folder/file (peft) applied on top")
+    lora_scale: float = Field(1.0, ge=0.0, le=4.0)
+    max_sequence_length: int = Field(226, ge=1, le=4096)
+    local_files_only: Optional[bool] = Field(None, description="None: true when HF_HUB_OFFLINE=1 or model is a local path")
+
+
+class ScriptedConfig(_Section):
+    """Meta-World scripted-expert rollouts as goal videos (an oracle, not a generated video)."""
+
+    noise_std: float = Field(0.0, ge=0.0, le=1.0, description="Gaussian action noise of the expert")
+    tail_frames: int = Field(8, ge=0, le=256, description="env steps kept after the first success")
+
+
+class FileConfig(_Section):
+    """User-supplied goal videos (.mp4/.gif/.npy), one path per task."""
+
+    paths: dict[str, Path] = Field(default_factory=dict)
+
+
+class GoalVideoConfig(_Section):
+    backend: Literal["diffusers", "scripted", "file"] = "scripted"
+    num_frames: int = Field(17, ge=2, le=1024)
+    height: int = Field(64, ge=8, le=2048)
+    width: int = Field(64, ge=8, le=2048)
+    seed: int = Field(0, ge=0)
+    steps: int = Field(50, ge=1, le=1000, description="denoising steps")
+    guidance: float = Field(7.5, ge=0.0, le=50.0, description="classifier-free guidance scale")
+    negative_prompt: str = ""
+    condition: Literal["none", "first_frame"] = Field(
+        "first_frame", description="i2v conditioning image: the task's first rendered observation"
+    )
+    fps: float = Field(8.0, gt=0, le=120, description="preview GIF/MP4 frame rate")
+    diffusers: DiffusersConfig = DiffusersConfig()
+    scripted: ScriptedConfig = ScriptedConfig()
+    file: FileConfig = FileConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "GoalVideoConfig":
+        if self.backend == "diffusers":
+            if (self.num_frames - 1) % 8:
+                raise ValueError(f"num_frames={self.num_frames}: CogVideoX needs 8k+1 frames (9, 17, 25, ..., 49)")
+            if self.height % 16 or self.width % 16:
+                raise ValueError(f"height/width {self.height}x{self.width}: CogVideoX needs multiples of 16")
+        return self

@@ -1,0 +1,100 @@
+"""Stage generate_goal_videos: one goal video per task, through the shared content cache.
+
+inputs:  none (config: prompts, goal_video, env)
+outputs: per task ``<data>/goal_videos/<task>.zarr`` (``video[T,H,W,3] uint8``) and previews
+         ``<data>/goal_videos/previews/<task>.gif`` and ``<data>/goal_videos/mp4/<task>.mp4``
+returns: per-task summary (cache key, hit, generation seconds)
+
+The cache key covers everything that determines the video (backend identity: model id +
+revision or weights hash, LoRA hash, dtype; prompt, negative prompt, conditioning-image hash,
+seed, frames, size, steps, guidance). A hit loads no model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from genreward.config import Config
+from genreward.store.artifacts import add_array, write_artifact
+from genreward.store.cache import ContentCache
+from genreward.video.generate import (
+    CACHE_NAMESPACE,
+    CachedVideo,
+    cache_inputs,
+    generate_cached,
+    make_generator,
+    make_spec,
+)
+from genreward.video.io import write_gif, write_mp4
+
+log = logging.getLogger(__name__)
+
+
+def outputs_for(cfg: Config, task: str) -> dict[str, Path]:
+    root = cfg.store.data_dir / "goal_videos"
+    return {
+        "video": root / f"{task}.zarr",
+        "gif": root / "previews" / f"{task}.gif",
+        "mp4": root / "mp4" / f"{task}.mp4",
+    }
+
+
+def default_outputs(cfg: Config) -> dict[str, Path]:
+    return {f"{task}:{k}": v for task in cfg.tasks for k, v in outputs_for(cfg, task).items()}
+
+
+def goal_video_cache(cfg: Config) -> ContentCache:
+    return ContentCache(cfg.store.cache_dir, CACHE_NAMESPACE)
+
+
+def plan(cfg: Config, task: str):
+    """(generator, spec, cache key) for ``task``; cheap: loads no model."""
+    gv = cfg.goal_video
+    device = cfg.resolve_device() if gv.backend == "diffusers" else "cpu"
+    generator = make_generator(gv, task, cfg.env, device=device, cache_dir=cfg.store.cache_dir, progress=cfg.runtime.progress)
+    spec = make_spec(task, cfg.prompt(task), gv, cfg.env)
+    return generator, spec, goal_video_cache(cfg).key(cache_inputs(generator, spec))
+
+
+def generate_task(cfg: Config, task: str, cache: ContentCache | None = None) -> CachedVideo:
+    generator, spec, _ = plan(cfg, task)
+    return generate_cached(generator, spec, cache or goal_video_cache(cfg))
+
+
+def write_outputs(cfg: Config, task: str, result: CachedVideo, outputs: dict[str, Path]) -> None:
+    gv = cfg.goal_video
+    attrs = {
+        "task": task,
+        "prompt": cfg.prompt(task),
+        "negative_prompt": gv.negative_prompt,
+        "generator": result.generator,
+        "oracle": bool(result.generator.get("oracle", False)),
+        "seed": gv.seed,
+        "steps": gv.steps,
+        "guidance": gv.guidance,
+        "fps": gv.fps,
+        "cache_key": result.key,
+        "cache_hit": result.hit,
+        "generation_seconds": result.seconds,
+    }
+    params = cfg.section("goal_video", "env")
+    params["prompt"] = cfg.prompt(task)
+    with write_artifact(outputs["video"], "goal_video", params=params, inputs={"goal_video_cache_key": result.key}, attrs=attrs) as g:
+        add_array(g, "video", result.video)
+    scale = max(1, 128 // max(result.video.shape[1:3]))
+    write_gif(outputs["gif"], result.video, fps=gv.fps, scale=scale)
+    write_mp4(outputs["mp4"], result.video, fps=gv.fps)
+
+
+def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
+    cache = goal_video_cache(cfg)
+    summary = {}
+    for task in cfg.tasks:
+        result = generate_task(cfg, task, cache)
+        task_out = {k.split(":", 1)[1]: v for k, v in outputs.items() if k.startswith(f"{task}:")} or outputs_for(cfg, task)
+        write_outputs(cfg, task, result, task_out)
+        summary[task] = {"cache_key": result.key, "cache_hit": result.hit, "generation_seconds": result.seconds,
+                         "video": str(task_out["video"])}
+        log.info("%s: %s goal video -> %s", task, "cached" if result.hit else "new", task_out["video"])
+    return summary
