@@ -31,7 +31,11 @@ def test_paper_profile_overlays_only_what_it_sets(repo_root):
 
 
 def test_overrides_are_typed_and_applied_after_profile(repo_root):
-    cfg = load_config(repo_root / "params.yaml", overrides=["env.image_size=96", "tasks=[reach-v3]"], profile="paper")
+    cfg = load_config(
+        repo_root / "params.yaml",
+        overrides=["env.image_size=96", "tasks=[reach-v3]", "prompts.reach-v3=a robot arm reaches the target"],
+        profile="paper",
+    )
     assert cfg.env.image_size == 96 and cfg.tasks == ("reach-v3",) and cfg.runtime.device == "cuda"
     cfg = load_config(repo_root / "params.yaml", overrides={"env.frame_stack": 1})
     assert cfg.env.frame_stack == 1

@@ -240,3 +240,29 @@ def test_flow_uses_the_content_key_as_prefect_cache_key(tmp_path):
     assert third.returncode == 0 and f"goal video {key[:12]} (generated in" in third.stderr
     wrong = run_cli("stage", "env_check", "--task", "pick-place-v3")
     assert wrong.returncode == 2 and "not per-task" in wrong.stderr
+
+
+def test_lora_weights_apply_on_top(tiny_models, tmp_path):
+    """A peft LoRA saved in diffusers' format changes the video; scale 0 gives the base model back."""
+    import torch
+    from diffusers import CogVideoXPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    transformer = CogVideoXPipeline.from_pretrained(tiny_models["t2v"]).transformer
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with torch.no_grad():
+        for name, p in transformer.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    CogVideoXPipeline.save_lora_weights(tmp_path / "lora", transformer_lora_layers=get_peft_model_state_dict(transformer))
+
+    base = _gen(tiny_models["t2v"]).generate(_spec())
+    lora_gen = _gen(tiny_models["t2v"], lora=tmp_path / "lora")
+    with_lora = lora_gen.generate(_spec())
+    scale0 = _gen(tiny_models["t2v"], lora=tmp_path / "lora", lora_scale=0.0).generate(_spec())
+    assert np.abs(base.astype(int) - with_lora.astype(int)).mean() > 2.0
+    np.testing.assert_array_equal(base, scale0)
+    assert lora_gen.identity()["lora_sha256"] and lora_gen.identity()["lora_scale"] == 1.0
+    with pytest.raises(GenerationError, match="LoRA weights not found"):
+        _gen(tiny_models["t2v"], lora=tmp_path / "missing")

@@ -20,6 +20,7 @@ def test_cli_stage_runs_flow_and_writes_outputs(tmp_path):
     res = run_cli(
         "stage", "env_check",
         "--set", "tasks=[reach-v3, pick-place-v3]",
+        "--set", "prompts.reach-v3=a robot arm reaches the target",
         "--set", "env_check.steps=20",
         "--set", "env_check.thumbnail_size=64",
         "--set", f"store.data_dir={tmp_path}",
@@ -54,6 +55,7 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["tasks"] = ["reach-v3"]
+    params["prompts"]["reach-v3"] = "a robot arm reaches the target"
     params["env_check"] = {"steps": 20, "thumbnail_size": 64}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
