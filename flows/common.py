@@ -21,3 +21,12 @@ def run_stage(stage: str, cfg: Config, inputs: dict[str, Path], outputs: dict[st
     logger = get_run_logger()
     logger.info("stage %s: profile=%s outputs=%s", stage, cfg.profile, {k: str(v) for k, v in outputs.items()})
     return module.run(cfg, inputs, outputs)
+
+
+def run_per_task_stage(stage: str, params: str, profile: str | None, overrides: list[str] | None,
+                       task: str | None) -> dict[str, Any]:
+    """Load the config (narrowed to ``task`` when given) and run ``stages.<stage>.run`` as a task."""
+    cfg = load_run_config(params, profile, overrides)
+    if task is not None:
+        cfg = cfg.for_task(task)
+    return run_stage(stage, cfg, {}, {})

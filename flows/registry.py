@@ -7,6 +7,8 @@ import importlib
 FLOWS: dict[str, str] = {
     "env_check": "flows.env_check:env_check_flow",
     "generate_goal_videos": "flows.generate_goal_videos:generate_goal_videos_flow",
+    "select_keyframes": "flows.select_keyframes:select_keyframes_flow",
+    "encode_goal_latents": "flows.encode_goal_latents:encode_goal_latents_flow",
 }
 
 

@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from genreward.envs.config import EnvConfig
 from genreward.envs.tasks import PAPER_TASKS, UnknownTaskError, check_task
-from genreward.video.config import DEFAULT_PROMPTS, GoalVideoConfig
+from genreward.video.config import DEFAULT_PROMPTS, GoalVideoConfig, LatentConfig
+from genreward.vision.config import KeyframeConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -79,6 +80,8 @@ class Config(_Section):
     env_check: EnvCheckConfig = EnvCheckConfig()
     prompts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS))
     goal_video: GoalVideoConfig = GoalVideoConfig()
+    keyframes: KeyframeConfig = KeyframeConfig()
+    latents: LatentConfig = LatentConfig()
 
     @field_validator("prompts")
     @classmethod

@@ -27,6 +27,7 @@ from genreward.video.generate import (
     make_spec,
 )
 from genreward.video.io import write_gif, write_mp4
+from stages.common import task_paths
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     summary = {}
     for task in cfg.tasks:
         result = generate_task(cfg, task, cache)
-        task_out = {k.split(":", 1)[1]: v for k, v in outputs.items() if k.startswith(f"{task}:")} or outputs_for(cfg, task)
+        task_out = task_paths(outputs, task, outputs_for(cfg, task))
         write_outputs(cfg, task, result, task_out)
         summary[task] = {"cache_key": result.key, "cache_hit": result.hit, "generation_seconds": result.seconds,
                          "video": str(task_out["video"])}

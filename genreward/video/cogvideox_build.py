@@ -66,12 +66,25 @@ class TinyCogVideoXConfig:
     sample_frames: int = 9
 
 
+def build_vae(cfg: TinyCogVideoXConfig | None = None):
+    """A randomly initialised ``AutoencoderKLCogVideoX`` (eval mode) of the given sizes."""
+    import genreward  # noqa: F401
+    from diffusers import AutoencoderKLCogVideoX
+
+    c = cfg or TinyCogVideoXConfig()
+    blocks = len(c.vae_channels)
+    return AutoencoderKLCogVideoX(
+        block_out_channels=c.vae_channels, latent_channels=c.latent_channels, layers_per_block=c.vae_layers_per_block,
+        norm_num_groups=c.vae_groups, temporal_compression_ratio=4, sample_height=c.sample_size, sample_width=c.sample_size,
+        down_block_types=("CogVideoXDownBlock3D",) * blocks, up_block_types=("CogVideoXUpBlock3D",) * blocks,
+    ).eval()
+
+
 def build_cogvideox_pipeline(prompts: Iterable[str], mode: str = "t2v", cfg: TinyCogVideoXConfig | None = None, seed: int = 0):
     """A randomly initialised CogVideoX pipeline (eval mode) with a tokenizer over ``prompts``."""
     import genreward  # noqa: F401
     import torch
     from diffusers import (
-        AutoencoderKLCogVideoX,
         CogVideoXDDIMScheduler,
         CogVideoXImageToVideoPipeline,
         CogVideoXPipeline,
@@ -89,11 +102,7 @@ def build_cogvideox_pipeline(prompts: Iterable[str], mode: str = "t2v", cfg: Tin
                  num_layers=c.text_layers, num_heads=c.text_heads, dropout_rate=0.0)
     ).eval()
     spatial = 2 ** (len(c.vae_channels) - 1)
-    vae = AutoencoderKLCogVideoX(
-        block_out_channels=c.vae_channels, latent_channels=c.latent_channels, layers_per_block=c.vae_layers_per_block,
-        norm_num_groups=c.vae_groups, temporal_compression_ratio=4, sample_height=c.sample_size, sample_width=c.sample_size,
-        down_block_types=("CogVideoXDownBlock3D",) * len(c.vae_channels), up_block_types=("CogVideoXUpBlock3D",) * len(c.vae_channels),
-    ).eval()
+    vae = build_vae(c)
     transformer = CogVideoXTransformer3DModel(
         num_attention_heads=c.heads, attention_head_dim=c.head_dim,
         in_channels=c.latent_channels * (2 if mode == "i2v" else 1), out_channels=c.latent_channels,

@@ -74,3 +74,21 @@ class GoalVideoConfig(_Section):
             if self.height % 16 or self.width % 16:
                 raise ValueError(f"height/width {self.height}x{self.width}: CogVideoX needs multiples of 16")
         return self
+
+
+class LatentConfig(_Section):
+    """The 3D causal VAE that encodes goal videos and agent windows (``latents:``)."""
+
+    vae: Literal["generator", "path", "random"] = Field(
+        "generator",
+        description="generator: the VAE of goal_video.diffusers.model; path: `path`; "
+        "random: a small randomly initialised CogVideoX VAE (random features; offline smoke runs only)",
+    )
+    path: Optional[Path] = Field(None, description="diffusers pipeline folder (vae/ inside) or a VAE folder")
+    num_frames: int = Field(16, ge=1, le=256, description="uniform temporal subsampling to this many frames")
+    size: int = Field(64, ge=8, le=1024, description="frames are resized to size x size")
+    sample: bool = Field(False, description="sample the posterior instead of taking its mean")
+    seed: int = Field(0, ge=0, description="posterior sampling and random-VAE init")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    batch_size: int = Field(8, ge=1, le=1024)
+    vae_tiling: bool = False

@@ -1,0 +1,147 @@
+"""Video latents from the CogVideoX 3D causal VAE: one encoder for goal videos and agent windows.
+
+``encode(clip uint8 [T,H,W,3]) -> float32 [C, t, h, w]``: frames are uniformly subsampled to
+``num_frames``, resized to ``size``, scaled to [-1, 1], encoded, and the posterior mean (or a
+seeded sample) is multiplied by the VAE's scaling factor. The video-level reward is the cosine
+similarity of flattened latents (:func:`latent_cosine`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from genreward.store.hashing import hash_tree_memo
+from genreward.video.config import LatentConfig
+from genreward.video.io import VideoError, resample_frames, validate_video
+
+log = logging.getLogger(__name__)
+
+
+class LatentEncoderError(RuntimeError):
+    pass
+
+
+def latent_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two latents (flattened). Shapes must match."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"latent shapes differ: {a.shape} vs {b.shape}")
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / denom) if denom > 0 else 0.0
+
+
+class VideoLatentEncoder:
+    def __init__(self, vae, cfg: LatentConfig, device: str = "cpu", identity: dict | None = None):
+        import torch
+
+        self.cfg = cfg
+        self.device = device
+        dtype_name = cfg.dtype if cfg.dtype != "auto" else ("float16" if device.startswith("cuda") else "float32")
+        self.dtype = getattr(torch, dtype_name)
+        current = next(vae.parameters()).dtype
+        self.vae = (vae.to(device=device) if current == self.dtype else vae.to(device=device, dtype=self.dtype)).eval()
+        if cfg.vae_tiling:
+            self.vae.enable_tiling()
+        self.scaling = float(getattr(vae.config, "scaling_factor", 1.0))
+        self._identity = {**(identity or {}), "num_frames": cfg.num_frames, "size": cfg.size, "sample": cfg.sample,
+                          "dtype": dtype_name, "seed": cfg.seed if cfg.sample else None}
+        self._torch = torch
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: LatentConfig, generator_model: str | None = None, device: str = "cpu",
+                    memo_file: str | Path | None = None) -> "VideoLatentEncoder":
+        import genreward  # noqa: F401
+
+        if cfg.vae == "random":
+            import torch
+
+            from genreward.video.cogvideox_build import build_vae
+
+            torch.manual_seed(cfg.seed)
+            return cls(build_vae(), cfg, device, {"vae": "random", "init_seed": cfg.seed})
+        if cfg.vae == "path":
+            source = None if cfg.path is None else str(cfg.path)
+        else:
+            source = generator_model
+        if not source:
+            raise LatentEncoderError(
+                "latents.vae=path needs latents.path (a diffusers pipeline folder or a VAE folder)"
+                if cfg.vae == "path" else "latents.vae=generator needs goal_video.diffusers.model"
+            )
+        vae, ident = load_cogvideox_vae(source, memo_file)
+        return cls(vae, cfg, device, ident)
+
+    def identity(self) -> dict:
+        return dict(self._identity)
+
+    # -- encoding ----------------------------------------------------------------------------
+    def prepare(self, clip: np.ndarray):
+        """uint8 [T,H,W,3] -> float tensor [3, num_frames, size, size] in [-1, 1]."""
+        torch = self._torch
+        try:
+            clip = validate_video(clip, "clip", min_frames=2)
+        except VideoError as e:
+            raise LatentEncoderError(str(e)) from None
+        clip = resample_frames(clip, self.cfg.num_frames)
+        x = torch.from_numpy(clip).permute(0, 3, 1, 2).float()  # T,3,H,W
+        if x.shape[-2:] != (self.cfg.size, self.cfg.size):
+            x = torch.nn.functional.interpolate(x, size=(self.cfg.size, self.cfg.size), mode="bilinear",
+                                                antialias=True, align_corners=False)
+        return (x / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3)
+
+    def encode_batch(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        """Encode several clips: float32 [B, C, t, h, w]."""
+        torch = self._torch
+        if len(clips) == 0:
+            raise LatentEncoderError("no clips to encode")
+        out = []
+        gen = torch.Generator(device="cpu").manual_seed(self.cfg.seed) if self.cfg.sample else None
+        with torch.inference_mode():
+            for i in range(0, len(clips), self.cfg.batch_size):
+                x = torch.stack([self.prepare(c) for c in clips[i : i + self.cfg.batch_size]])
+                dist = self.vae.encode(x.to(self.device, self.dtype)).latent_dist
+                if self.cfg.sample:
+                    noise = torch.randn(dist.mean.shape, generator=gen).to(dist.mean.device, dist.mean.dtype)
+                    z = dist.mean + dist.std * noise
+                else:
+                    z = dist.mean
+                out.append((z * self.scaling).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def encode(self, clip: np.ndarray) -> np.ndarray:
+        """Encode one clip: float32 [C, t, h, w]."""
+        return self.encode_batch([clip])[0]
+
+
+def load_cogvideox_vae(source: str, memo_file: str | Path | None = None):
+    """``AutoencoderKLCogVideoX`` from a pipeline folder (``vae/``), a VAE folder, or a hub id."""
+    import genreward  # noqa: F401
+    from diffusers import AutoencoderKLCogVideoX
+
+    path = Path(source).expanduser()
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    try:
+        if path.exists():
+            folder = path / "vae" if (path / "vae" / "config.json").exists() else path
+            if not (folder / "config.json").exists():
+                raise LatentEncoderError(f"no CogVideoX VAE in {path.resolve()} (expected vae/config.json or config.json)")
+            vae = AutoencoderKLCogVideoX.from_pretrained(folder, local_files_only=True)
+            ident = {"vae": str(folder), "weights_sha256": hash_tree_memo(folder, memo_file)}
+        else:
+            vae = AutoencoderKLCogVideoX.from_pretrained(source, subfolder="vae", local_files_only=offline)
+            ident = {"vae": source, "subfolder": "vae"}
+    except LatentEncoderError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise LatentEncoderError(
+            f"could not load the CogVideoX VAE from {source!r}: {first}. Fix: set latents.path to a local diffusers "
+            "pipeline folder (with vae/) and latents.vae=path, or latents.vae=random for an offline smoke run"
+        ) from None
+    return vae, ident
