@@ -9,6 +9,7 @@ FLOWS: dict[str, str] = {
     "generate_goal_videos": "flows.generate_goal_videos:generate_goal_videos_flow",
     "select_keyframes": "flows.select_keyframes:select_keyframes_flow",
     "encode_goal_latents": "flows.encode_goal_latents:encode_goal_latents_flow",
+    "collect_exploration": "flows.collect_exploration:collect_exploration_flow",
 }
 
 

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from genreward.agents.config import ExplorationConfig
 from genreward.envs.config import EnvConfig
 from genreward.envs.tasks import PAPER_TASKS, UnknownTaskError, check_task
 from genreward.video.config import DEFAULT_PROMPTS, GoalVideoConfig, LatentConfig
@@ -82,6 +83,7 @@ class Config(_Section):
     goal_video: GoalVideoConfig = GoalVideoConfig()
     keyframes: KeyframeConfig = KeyframeConfig()
     latents: LatentConfig = LatentConfig()
+    exploration: ExplorationConfig = ExplorationConfig()
 
     @field_validator("prompts")
     @classmethod

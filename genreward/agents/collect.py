@@ -1,0 +1,123 @@
+"""Vectorised, resumable collection of reward-free episodes into an exploration dataset.
+
+Envs run in worker processes (gymnasium AsyncVectorEnv, one renderer each) in lock-step: all
+Meta-World episodes last exactly ``episode_length`` steps, so a round resets every env, steps
+them together, and appends the finished episodes one by one (each commit is atomic). Episode
+``k`` of the dataset always uses seed ``seed + k``, so a killed and resumed run collects the
+same episodes it would have collected without the kill.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from genreward.agents.replay import Episode, EpisodeWriter, TransitionBuffer
+from genreward.envs.config import EnvConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CollectStats:
+    env_steps: int = 0
+    updates: int = 0
+    episodes: int = 0
+    seconds_env: float = 0.0
+    seconds_update: float = 0.0
+    last_metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """Which task and policy each dataset episode uses (episode index -> (task_id, kind))."""
+
+    tasks: Sequence[str]
+    episodes_per_task: int
+    expert_fraction: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return len(self.tasks) * self.episodes_per_task
+
+    def task_id(self, k: int) -> int:
+        return k // self.episodes_per_task
+
+    def is_expert(self, k: int) -> bool:
+        n_expert = int(round(self.expert_fraction * self.episodes_per_task))
+        return (k % self.episodes_per_task) < n_expert
+
+
+def collect(
+    writer: EpisodeWriter,
+    explorer,
+    plan: Plan,
+    env_cfg: EnvConfig,
+    num_envs: int,
+    seed: int,
+    update_every: int,
+    expert_noise: float = 0.3,
+    progress: Callable[[int], None] | None = None,
+    buffer: TransitionBuffer | None = None,
+) -> CollectStats:
+    """Collect episodes ``writer.committed_episodes .. plan.total-1`` (resuming where it stopped)."""
+    import time
+
+    from genreward.envs.experts import expert_policy
+    from genreward.envs.vector import make_vector_env
+
+    stats = CollectStats()
+    rng = np.random.default_rng([seed, writer.committed_episodes])
+    step_count = writer.committed_rows  # agent-step clock (for exploration-noise schedules)
+    k = writer.committed_episodes
+    while k < plan.total:
+        task_id = plan.task_id(k)
+        task = plan.tasks[task_id]
+        last_of_task = (task_id + 1) * plan.episodes_per_task
+        venv = make_vector_env(task, env_cfg, num_envs=num_envs, seed=seed)
+        expert = expert_policy(task) if plan.expert_fraction > 0 else None
+        try:
+            while k < last_of_task:
+                n = min(num_envs, last_of_task - k)
+                seeds = [seed + k + i for i in range(n)] + [seed + 10_000_000 + k + i for i in range(num_envs - n)]
+                t0 = time.perf_counter()
+                obs, _ = venv.reset(seed=seeds)
+                frames, states, actions, successes = [obs["pixels"][:, -3:]], [obs["state"]], [], [np.zeros(num_envs, bool)]
+                experts = np.array([expert is not None and plan.is_expert(k + i) if i < n else False for i in range(num_envs)])
+                for _ in range(env_cfg.agent_steps):
+                    action = explorer.act(obs["pixels"], step_count, rng)
+                    if experts.any():
+                        for i in np.flatnonzero(experts):
+                            a = expert(obs["state"][i]) + rng.normal(0, expert_noise, 4)
+                            action[i] = np.clip(a, -1, 1)
+                    obs, _, _, truncated, info = venv.step(action)
+                    frames.append(obs["pixels"][:, -3:])
+                    states.append(obs["state"])
+                    actions.append(action)
+                    successes.append(np.asarray(info["success"], bool))
+                    step_count += n
+                    stats.env_steps += num_envs * env_cfg.action_repeat
+                    if buffer is not None and buffer.n > 0 and step_count % (update_every * n) < n:
+                        stats.seconds_env += time.perf_counter() - t0
+                        t1 = time.perf_counter()
+                        stats.last_metrics = explorer.update(buffer, step_count, rng)
+                        stats.updates += bool(stats.last_metrics)
+                        stats.seconds_update += time.perf_counter() - t1
+                        t0 = time.perf_counter()
+                stats.seconds_env += time.perf_counter() - t0
+                f, s, a, ok = np.stack(frames, 1), np.stack(states, 1), np.stack(actions, 1), np.stack(successes, 1)
+                for i in range(n):
+                    ep = Episode(obs=f[i], state=s[i], action=a[i], success=ok[i], task_id=task_id)
+                    writer.append(ep)
+                    if buffer is not None:
+                        buffer.add(ep)
+                    stats.episodes += 1
+                    k += 1
+                    if progress is not None:
+                        progress(1)
+        finally:
+            venv.close()
+    return stats

@@ -1,0 +1,58 @@
+"""Reward-free explorers: uniform random, and RND on a DrQ-v2 actor-critic (URLB/ExORL style).
+
+Neither reads a task reward: the RND agent's only reward is its intrinsic novelty signal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from genreward.agents.config import ExplorationConfig
+from genreward.agents.replay import TransitionBuffer
+
+
+class RandomExplorer:
+    name = "random"
+
+    def act(self, obs: np.ndarray, step: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(-1.0, 1.0, size=(len(obs), 4)).astype(np.float32)
+
+    def update(self, buffer: TransitionBuffer, step: int, rng: np.random.Generator) -> dict[str, float]:
+        return {}
+
+
+class RNDExplorer:
+    name = "rnd"
+
+    def __init__(self, obs_shape: tuple[int, int, int], cfg: ExplorationConfig, frame_stack: int, device: str = "cpu", seed: int = 0):
+        import torch
+
+        from genreward.agents.drqv2 import DrQV2Agent, DrQV2Config
+        from genreward.agents.rnd import RND
+
+        torch.manual_seed(seed)
+        self.cfg, self.frame_stack, self.device = cfg, frame_stack, device
+        self.agent = DrQV2Agent(obs_shape, 4, DrQV2Config(
+            feature_dim=cfg.feature_dim, hidden_dim=cfg.hidden_dim, lr=cfg.lr, discount=cfg.discount,
+            std_start=cfg.std_start, std_end=cfg.std_end, std_steps=cfg.std_steps), device)
+        self.rnd = RND(self.agent.encoder.repr_dim, hidden_dim=cfg.hidden_dim, lr=cfg.lr).to(device)
+        self._torch = torch
+
+    def act(self, obs: np.ndarray, step: int, rng: np.random.Generator) -> np.ndarray:
+        if step < self.cfg.seed_steps:
+            return rng.uniform(-1.0, 1.0, size=(len(obs), 4)).astype(np.float32)
+        return self.agent.act(obs, step, rng=rng)
+
+    def update(self, buffer: TransitionBuffer, step: int, rng: np.random.Generator) -> dict[str, float]:
+        torch = self._torch
+        b = buffer.sample(self.cfg.batch_size, rng, self.frame_stack)
+        obs = torch.as_tensor(b["obs"], device=self.device)
+        next_obs = torch.as_tensor(b["next_obs"], device=self.device)
+        action = torch.as_tensor(b["action"], device=self.device)
+        with torch.no_grad():
+            next_feats = self.agent.features(next_obs, augment=True)
+        rnd_loss = self.rnd.update(next_feats)
+        reward = self.rnd.intrinsic_reward(next_feats)
+        metrics = self.agent.update(obs, action, reward, next_obs, step)
+        metrics.update(rnd_loss=rnd_loss, intrinsic_reward=float(reward.mean()))
+        return metrics

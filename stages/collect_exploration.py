@@ -1,0 +1,105 @@
+"""Stage collect_exploration: a reward-free exploration dataset for FB pretraining.
+
+inputs:  none (config: tasks, env, exploration, runtime)
+outputs: ``<data>/exploration.zarr`` (the agent's episodes), ``<data>/exploration_baseline.zarr``
+         (uniform-random episodes, for the coverage comparison), ``<data>/exploration_coverage/``
+         (``<task>.png`` plots) and ``<data>/exploration_metrics.json``
+A killed run resumes from its last committed episode (hidden ``.<name>.partial`` stores).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genreward.agents.collect import Plan, collect
+from genreward.agents.config import ExplorationConfig
+from genreward.agents.coverage import coverage, plot_coverage
+from genreward.agents.explore import RandomExplorer, RNDExplorer
+from genreward.agents.replay import EpisodeWriter, TransitionBuffer
+from genreward.config import Config
+from genreward.store.artifacts import open_artifact
+from genreward.store.atomic import atomic_dir, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def default_outputs(cfg: Config) -> dict[str, Path]:
+    d = cfg.store.data_dir
+    return {"dataset": d / "exploration.zarr", "baseline": d / "exploration_baseline.zarr",
+            "plots": d / "exploration_coverage", "metrics": d / "exploration_metrics.json"}
+
+
+def _collect_one(cfg: Config, path: Path, algorithm: str, episodes_per_task: int, expert_fraction: float, seed: int) -> dict:
+    ex: ExplorationConfig = cfg.exploration
+    env = cfg.env
+    fingerprint = {"algorithm": algorithm, "episodes_per_task": episodes_per_task, "expert_fraction": expert_fraction,
+                   "seed": seed, "tasks": list(cfg.tasks), "env": env.model_dump(mode="json"),
+                   "exploration": ex.model_dump(mode="json")}
+    plan = Plan(cfg.tasks, episodes_per_task, expert_fraction)
+    writer = EpisodeWriter(path, fingerprint, chunk_rows=ex.chunk_rows,
+                           attrs={"tasks": list(cfg.tasks), "algorithm": algorithm, "frame_shape": [3, env.image_size, env.image_size],
+                                  "episode_rows": env.agent_steps + 1, "uses_demonstrations": expert_fraction > 0})
+    resumed = writer.committed_episodes
+    if resumed:
+        log.info("%s: resuming after %d committed episodes", path.name, resumed)
+    buffer = None
+    if algorithm == "rnd":
+        obs_shape = (3 * env.frame_stack, env.image_size, env.image_size)
+        explorer = RNDExplorer(obs_shape, ex, env.frame_stack, device=cfg.resolve_device(), seed=seed)
+        buffer = TransitionBuffer(plan.total * (env.agent_steps + 1), (3, env.image_size, env.image_size), 39, 4)
+        if resumed:  # refill the agent's replay with what was already collected
+            g = writer.group
+            n = writer.committed_rows
+            for name in ("obs", "state", "action", "valid", "episode_start"):
+                getattr(buffer, name)[:n] = g[name][:n]
+            buffer.n = n
+    else:
+        explorer = RandomExplorer()
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    with tqdm(total=plan.total, initial=resumed, desc=f"collect {algorithm}", unit="ep", disable=not cfg.runtime.progress) as bar:
+        stats = collect(writer, explorer, plan, env, cfg.runtime.num_workers, seed, ex.update_every,
+                        expert_noise=ex.expert_noise, progress=bar.update, buffer=buffer)
+    wall = time.perf_counter() - t0
+    params = cfg.section("env", "exploration", "tasks", "runtime")
+    writer.finish(params, attrs={"resumed_from_episode": resumed})
+    log.info("%s: %d episodes, %d env steps in %.1f s (%.1f steps/s; %d updates in %.1f s)", path.name, stats.episodes,
+             stats.env_steps, wall, stats.env_steps / max(wall, 1e-9), stats.updates, stats.seconds_update)
+    return {"episodes_collected": stats.episodes, "env_steps": stats.env_steps, "seconds": wall,
+            "env_steps_per_s": stats.env_steps / max(wall, 1e-9), "updates": stats.updates,
+            "update_seconds": stats.seconds_update, "resumed_from_episode": resumed}
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    g = open_artifact(path, "exploration")
+    n = int(g.attrs["committed_rows"])
+    return {k: g[k][:n] for k in ("state", "episode_start", "success", "task_id")}
+
+
+def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
+    ex = cfg.exploration
+    outputs = {**default_outputs(cfg), **outputs}
+    metrics: dict = {"algorithm": ex.algorithm, "collection": {}, "coverage": {}}
+    metrics["collection"]["dataset"] = _collect_one(cfg, outputs["dataset"], ex.algorithm, ex.episodes_per_task, ex.expert_fraction, cfg.seed)
+    sets = {ex.algorithm: _arrays(outputs["dataset"])}
+    if ex.baseline_random_episodes > 0:
+        metrics["collection"]["baseline"] = _collect_one(cfg, outputs["baseline"], "random", ex.baseline_random_episodes, 0.0, cfg.seed + 1)
+        sets["random"] = _arrays(outputs["baseline"])
+    with atomic_dir(outputs["plots"]) as tmp:
+        for tid, task in enumerate(cfg.tasks):
+            per = {}
+            for name, a in sets.items():
+                m = a["task_id"] == tid
+                metrics["coverage"].setdefault(task, {})[name] = coverage(a["state"][m], a["episode_start"][m], a["success"][m])
+                per[name] = (a["state"][m], a["episode_start"][m])
+            plot_coverage(per, f"{task}: exploration coverage", tmp / f"{task}.png")
+    for name, a in sets.items():
+        metrics["coverage"].setdefault("all", {})[name] = coverage(a["state"], a["episode_start"], a["success"])
+    write_text_atomic(outputs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics

@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from genreward.agents.coverage import coverage
+from genreward.agents.replay import Episode, EpisodeWriter, ExplorationDataset, TransitionBuffer, partial_path
+from genreward.store import ArtifactError
+
+from .conftest import REPO
+
+
+def _episode(k: int, length: int = 6, size: int = 8, task_id: int = 0) -> Episode:
+    # Frame t of episode k is filled with 10*k + t, so stacking is checkable by value.
+    obs = np.stack([np.full((3, size, size), 10 * k + t, np.uint8) for t in range(length + 1)])
+    state = np.zeros((length + 1, 39), np.float32)
+    state[:, 0] = np.arange(length + 1)
+    return Episode(obs=obs, state=state, action=np.full((length, 4), k, np.float32),
+                   success=np.zeros(length + 1, bool), task_id=task_id)
+
+
+def test_writer_dataset_round_trip_and_frame_stacking(tmp_path):
+    w = EpisodeWriter(tmp_path / "d.zarr", {"a": 1}, chunk_rows=4)
+    for k in range(3):
+        assert w.append(_episode(k)) == k
+    assert not (tmp_path / "d.zarr").exists()  # not visible until finished
+    with pytest.raises(ArtifactError):
+        ExplorationDataset(partial_path(tmp_path / "d.zarr"))
+    w.finish({"p": 1})
+    for in_memory in (True, False):
+        ds = ExplorationDataset(tmp_path / "d.zarr", in_memory=in_memory)
+        assert ds.n == 21 and len(ds.valid_index) == 18  # 3 episodes x (6 transitions)
+        rows = np.array([7, 8, 13])  # episode 1: t=0 (start), t=1, t=6 (last valid is 12)
+        stacked = ds.stacked_obs(rows, 3)
+        assert stacked.shape == (3, 9, 8, 8)
+        assert stacked[0, ::3, 0, 0].tolist() == [10, 10, 10]  # clamped at the episode start
+        assert stacked[1, ::3, 0, 0].tolist() == [10, 10, 11]
+        b = ds.sample(64, np.random.default_rng(0), frame_stack=3, extra=("state",))
+        assert b["obs"].shape == (64, 9, 8, 8) and b["action"].shape == (64, 4)
+        # s' is the next frame of the same episode, never across a boundary.
+        assert np.all(b["next_obs"][:, -3, 0, 0].astype(int) == b["obs"][:, -3, 0, 0].astype(int) + 1)
+        assert np.all(b["next_state"][:, 0] == b["state"][:, 0] + 1)
+        assert np.all(b["action"][:, 0] == b["obs"][:, -3, 0, 0] // 10)
+
+
+def test_uncommitted_tail_is_truncated_on_resume(tmp_path):
+    w = EpisodeWriter(tmp_path / "d.zarr", {"a": 1}, chunk_rows=4)
+    w.append(_episode(0))
+    w.append(_episode(1))
+    # Simulate a crash in the middle of writing episode 2: rows written, counter not moved.
+    g = zarr.open_group(str(partial_path(tmp_path / "d.zarr")), mode="r+")
+    for name in ("obs", "action"):
+        arr = g[name]
+        arr.resize((17,) + arr.shape[1:])
+    del w
+    w2 = EpisodeWriter(tmp_path / "d.zarr", {"a": 1}, chunk_rows=4)
+    assert w2.committed_episodes == 2 and w2.committed_rows == 14
+    assert w2.group["obs"].shape[0] == 14
+    w2.append(_episode(2))
+    w2.finish({})
+    ds = ExplorationDataset(tmp_path / "d.zarr")
+    assert ds.array("episode").tolist() == [0] * 7 + [1] * 7 + [2] * 7
+    assert ds.array("obs")[14, 0, 0, 0] == 20
+    # Other params: the partial store is discarded, not mixed in.
+    w3 = EpisodeWriter(tmp_path / "e.zarr", {"a": 1})
+    w3.append(_episode(0))
+    w4 = EpisodeWriter(tmp_path / "e.zarr", {"a": 2})
+    assert w4.committed_episodes == 0
+
+
+def test_transition_buffer_matches_dataset_sampling():
+    buf = TransitionBuffer(100, (3, 8, 8), 39, 4)
+    for k in range(3):
+        buf.add(_episode(k))
+    b = buf.sample(32, np.random.default_rng(0))
+    assert np.all(b["next_obs"][:, -3, 0, 0].astype(int) == b["obs"][:, -3, 0, 0].astype(int) + 1)
+    with pytest.raises(ValueError, match="buffer full"):
+        for k in range(20):
+            buf.add(_episode(k))
+
+
+def test_coverage_metrics_on_known_states():
+    state = np.zeros((20, 39), np.float32)
+    start = np.zeros(20, bool)
+    start[[0, 10]] = True
+    state[10:, 4] = np.linspace(0, 0.1, 10)  # episode 2's object moves 10 cm
+    state[:, 0] = np.linspace(-0.3, 0.3, 20)
+    success = np.zeros(20, bool)
+    success[15] = True
+    c = coverage(state, start, success)
+    assert c["episodes"] == 2 and c["object_moved_fraction"] == 0.5
+    assert c["object_max_displacement_mean_m"] == pytest.approx(0.05, abs=1e-6)
+    assert c["success_events"] == 1 and c["episodes_with_success"] == 1 and c["ee_voxels_5cm"] >= 10
+
+
+def test_rnd_rewards_novel_inputs_more():
+    import torch
+
+    from genreward.agents.rnd import RND
+
+    torch.manual_seed(0)
+    rnd = RND(16, hidden_dim=64, out_dim=32, lr=1e-3)
+    seen = torch.randn(256, 16)
+    for _ in range(300):
+        rnd.update(seen[torch.randint(0, 256, (64,))])
+    novel = torch.randn(256, 16) * 3 + 2
+    assert rnd.error(novel).mean() > 3 * rnd.error(seen).mean()
+
+
+def test_drqv2_critic_learns_a_constant_reward():
+    import torch
+
+    from genreward.agents.drqv2 import DrQV2Agent, DrQV2Config
+
+    torch.manual_seed(0)
+    agent = DrQV2Agent((9, 32, 32), 4, DrQV2Config(lr=1e-3, discount=0.0))
+    obs = torch.randint(0, 255, (32, 9, 32, 32), dtype=torch.uint8)
+    action = torch.rand(32, 4) * 2 - 1
+    reward = torch.full((32,), 0.7)
+    first = agent.update(obs, action, reward, obs, step=0)
+    for _ in range(60):
+        last = agent.update(obs, action, reward, obs, step=0)
+    assert last["critic_loss"] < 0.1 * first["critic_loss"] and abs(last["q"] - 0.7) < 0.1
+    acts = agent.act(obs[:5].numpy(), step=10**9, eval_mode=True)
+    assert acts.shape == (5, 4) and np.all(np.abs(acts) <= 1)
+
+
+def test_random_shift_moves_content_by_integer_pixels():
+    import torch
+
+    from genreward.agents.nets import RandomShift
+
+    torch.manual_seed(1)
+    x = torch.zeros(16, 1, 12, 12)
+    x[:, :, 6, 6] = 1.0
+    y = RandomShift(2)(x)
+    pos = [divmod(int(torch.argmax(img)), 12) for img in y[:, 0]]
+    assert all(4 <= r <= 8 and 4 <= c <= 8 for r, c in pos) and len(set(pos)) > 1
+    assert torch.all(y.sum((1, 2, 3)) == 1)
+
+
+_COLLECT = """
+import sys, logging
+logging.basicConfig(level=logging.INFO)
+from genreward.config import load_config
+from stages.collect_exploration import _collect_one
+cfg = load_config({params!r}, overrides={overrides!r})
+print(_collect_one(cfg, __import__('pathlib').Path({path!r}), {algo!r}, {eps}, 0.0, 0), flush=True)
+"""
+
+
+def _collect_cmd(tmp_path, algo="random", eps=6):
+    overrides = ["tasks=[reach-v3]", "prompts.reach-v3=reach", "env.image_size=32", "env.episode_length=64",
+                 "runtime.num_workers=1", "runtime.progress=false", "exploration.seed_steps=32", "exploration.batch_size=16"]
+    code = _COLLECT.format(params=str(REPO / "params.yaml"), overrides=overrides, path=str(tmp_path / "d.zarr"), algo=algo, eps=eps)
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+@pytest.mark.parametrize("algo", ["random", "rnd"])
+def test_killed_collection_resumes_without_duplicates_or_partial_episodes(tmp_path, algo):
+    proc = subprocess.Popen(_collect_cmd(tmp_path, algo), cwd=REPO, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    part = partial_path(tmp_path / "d.zarr")
+    deadline = time.time() + 240
+    committed = 0
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            committed = int(zarr.open_group(str(part), mode="r").attrs.get("committed_episodes", 0))
+        except Exception:
+            committed = 0
+        if committed >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stdout.read()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the env worker processes too
+    proc.wait()
+    assert not (tmp_path / "d.zarr").exists()
+    killed_at = int(zarr.open_group(str(part), mode="r").attrs["committed_episodes"])
+    assert 2 <= killed_at < 6
+
+    res = subprocess.run(_collect_cmd(tmp_path, algo), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resuming after {killed_at} committed episodes" in res.stderr
+    ds = ExplorationDataset(tmp_path / "d.zarr")
+    episode = ds.array("episode")
+    assert ds.n == 6 * 65 and sorted(set(episode.tolist())) == list(range(6))
+    assert all((episode == k).sum() == 65 for k in range(6))
+    assert ds.array("episode_start").sum() == 6 and (~ds.array("valid")).sum() == 6
+    assert not part.exists() and ds.group.attrs["resumed_from_episode"] == killed_at
+    # Episode k always uses seed k: an uninterrupted run starts every episode from the same frame.
+    fresh = subprocess.run(_collect_cmd(tmp_path / "fresh", algo), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    ref = ExplorationDataset(tmp_path / "fresh" / "d.zarr")
+    starts = np.flatnonzero(ds.array("episode_start"))
+    np.testing.assert_array_equal(ds.array("obs")[starts], ref.array("obs")[starts])
+
+
+def test_stage_writes_datasets_plots_and_metrics_without_task_reward(tmp_path):
+    from genreward.config import load_config
+    from stages import collect_exploration as stage
+
+    cfg = load_config(REPO / "params.yaml", overrides=[
+        f"store.data_dir={tmp_path}", "tasks=[reach-v3]", "prompts.reach-v3=reach", "env.image_size=32",
+        "env.episode_length=48", "runtime.num_workers=2", "runtime.progress=false", "exploration.episodes_per_task=4",
+        "exploration.baseline_random_episodes=2", "exploration.seed_steps=16", "exploration.batch_size=16"])
+    m = stage.run(cfg, {}, {})
+    assert m["collection"]["dataset"]["episodes_collected"] == 4 and m["collection"]["dataset"]["updates"] > 0
+    assert set(m["coverage"]["reach-v3"]) == {"rnd", "random"}
+    assert json.loads((tmp_path / "exploration_metrics.json").read_text())["algorithm"] == "rnd"
+    assert (tmp_path / "exploration_coverage" / "reach-v3.png").exists()
+    ds = ExplorationDataset(tmp_path / "exploration.zarr")
+    assert ds.array("obs").shape == (4 * 49, 3, 32, 32) and ds.array("state").shape == (196, 39)
+    assert not any("reward" in name for name in ds.group.array_keys())
+    assert ds.group.attrs["uses_demonstrations"] is False and ds.group.attrs["genreward"]["params"]["exploration"]["algorithm"] == "rnd"
