@@ -19,22 +19,13 @@ import numpy as np
 
 
 def raw_rate(task: str, size: int, steps: int) -> float:
-    from genreward.envs.metaworld_env import make_metaworld
+    from env_throughput import raw_env, time_raw  # same directory: the one raw baseline
 
-    env = make_metaworld(task, "corner", size, size, episode_length=256, fast_render=True)
-    env.seed(0)
-    env.reset()
-    env.render()
-    actions = np.random.default_rng(0).uniform(-1, 1, (steps, 4)).astype(np.float32)
-    t0 = time.perf_counter()
-    for a in actions:
-        env.step(a)
-        env.render()
-        if env.curr_path_length >= env.max_path_length:
-            env.reset()
-    rate = steps / (time.perf_counter() - t0)
-    env.close()
-    return rate
+    env = raw_env(task, size, "corner", fast=True)
+    try:
+        return time_raw(env, np.random.default_rng(0).uniform(-1, 1, (steps, 4)).astype(np.float32))
+    finally:
+        env.close()
 
 
 def main() -> None:

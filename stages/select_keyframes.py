@@ -14,6 +14,7 @@ import numpy as np
 
 from genreward.config import Config
 from genreward.store.artifacts import add_array, artifact_hash, open_artifact, read_array, write_artifact
+from genreward.store.atomic import atomic_file
 from genreward.vision.clip import KeyframeChoice, choose_keyframe
 from stages.common import task_paths
 
@@ -57,11 +58,9 @@ def plot_choice(video: np.ndarray, choice: KeyframeChoice, title: str, path: Pat
     ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genreward.store.atomic import atomic_file
+
 MOVED_M = 0.02  # an object "moved" if it got 2 cm away from where the episode started
 VOXEL_M = 0.05
 
@@ -62,9 +64,7 @@ def plot_coverage(datasets: dict[str, tuple[np.ndarray, np.ndarray]], title: str
     ax.set_xlabel("max object displacement per episode (m)"), ax.set_ylabel("episodes"), ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genreward.store.atomic import atomic_file
+
 
 class VideoError(ValueError):
     pass
@@ -90,11 +92,11 @@ def write_gif(path: str | Path, video: np.ndarray, fps: float = 8.0, scale: int 
     import imageio.v3 as iio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = validate_video(video, str(path))
     if scale > 1:
         frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
-    iio.imwrite(path, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+    with atomic_file(path) as tmp:
+        iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
     return path
 
 
@@ -102,10 +104,10 @@ def write_mp4(path: str | Path, video: np.ndarray, fps: float = 8.0) -> Path:
     import imageio.v3 as iio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = validate_video(video, str(path))
     h, w = frames.shape[1:3]
     if h % 2 or w % 2:  # yuv420p needs even sizes
         frames = frames[:, : h - h % 2, : w - w % 2]
-    iio.imwrite(path, frames, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
+    with atomic_file(path) as tmp:
+        iio.imwrite(tmp, frames, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
     return path
