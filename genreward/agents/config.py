@@ -26,3 +26,23 @@ class ExplorationConfig(BaseModel):
     std_steps: int = Field(5000, ge=1)
     discount: float = Field(0.99, ge=0.0, le=1.0)
     chunk_rows: int = Field(257, ge=1, le=1_000_000, description="Zarr chunk length (rows)")
+
+
+class FBConfig(BaseModel):
+    """Forward-backward representation (``fb:`` in params.yaml). Paper values: d=64, hidden 512,
+    batch 1024, lr 1e-4, tau 0.01."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    z_dim: int = Field(64, ge=2, le=1024)
+    hidden_dim: int = Field(512, ge=8, le=8192)
+    feature_dim: int = Field(50, ge=4, le=4096, description="encoder trunk size")
+    batch_size: int = Field(1024, ge=4, le=65536)
+    lr: float = Field(1e-4, gt=0, le=1.0)
+    tau: float = Field(0.01, gt=0, le=1.0)
+    discount: float = Field(0.98, ge=0.0, lt=1.0)
+    ortho_coef: float = Field(1.0, ge=0.0)
+    z_mix_ratio: float = Field(0.5, ge=0.0, le=1.0, description="share of z taken from B(dataset states)")
+    actor_std: float = Field(0.2, ge=0.0, le=2.0)
+    std_clip: float = Field(0.3, ge=0.0, le=2.0)
+    aug_pad: int = Field(4, ge=0, le=16)

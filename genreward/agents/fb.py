@@ -1,0 +1,172 @@
+"""Forward-backward representations from pixels (Touati & Ollivier 2021; Touati et al. 2023).
+
+M^π_z(s, a, s') ≈ F(s, a, z)ᵀ B(s'). One pixel encoder serves s, s' and goal frames, and is
+trained by the FB loss. B is projected onto the sphere of radius √d, as are the task vectors
+z. Training: the FB Bellman loss with target networks, twin F heads (min in the target and
+for the actor), an orthonormality penalty on B, and a DDPG-style actor π(s, z) maximising
+min(F1, F2)ᵀz. z is sampled uniformly on the sphere, mixed with B of dataset states.
+
+The frame-level reward for a goal frame g is r(s, a) = min_k F_k(s, a, z)ᵀ z with z = B(g).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from genreward.agents.config import FBConfig
+from genreward.agents.nets import PixelEncoder, RandomShift, mlp, orthogonal_init
+
+
+def project_sphere(x: torch.Tensor, radius: float) -> torch.Tensor:
+    return radius * nn.functional.normalize(x, dim=-1)
+
+
+class ForwardNet(nn.Module):
+    """Twin F heads over (encoded s, a, z)."""
+
+    def __init__(self, repr_dim: int, action_dim: int, cfg: FBConfig):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(repr_dim, cfg.feature_dim), nn.LayerNorm(cfg.feature_dim), nn.Tanh())
+        inp = cfg.feature_dim + action_dim + cfg.z_dim
+        self.heads = nn.ModuleList([mlp(inp, cfg.hidden_dim, cfg.z_dim) for _ in range(2)])
+        self.apply(orthogonal_init)
+
+    def forward(self, h: torch.Tensor, action: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([self.trunk(h), action, z], dim=-1)
+        return self.heads[0](x), self.heads[1](x)
+
+
+class BackwardNet(nn.Module):
+    def __init__(self, repr_dim: int, cfg: FBConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(repr_dim, cfg.feature_dim), nn.LayerNorm(cfg.feature_dim), nn.Tanh(),
+                                 mlp(cfg.feature_dim, cfg.hidden_dim, cfg.z_dim))
+        self.radius = math.sqrt(cfg.z_dim)
+        self.apply(orthogonal_init)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return project_sphere(self.net(h), self.radius)
+
+
+class FBActor(nn.Module):
+    def __init__(self, repr_dim: int, action_dim: int, cfg: FBConfig):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(repr_dim, cfg.feature_dim), nn.LayerNorm(cfg.feature_dim), nn.Tanh())
+        self.policy = mlp(cfg.feature_dim + cfg.z_dim, cfg.hidden_dim, action_dim, out_act=nn.Tanh())
+        self.apply(orthogonal_init)
+
+    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.policy(torch.cat([self.trunk(h), z], dim=-1))
+
+
+class FBModel(nn.Module):
+    def __init__(self, obs_shape: tuple[int, int, int], action_dim: int, cfg: FBConfig = FBConfig(), device: str = "cpu"):
+        super().__init__()
+        self.cfg, self.action_dim, self.obs_shape, self.device = cfg, action_dim, tuple(obs_shape), device
+        self.encoder = PixelEncoder(obs_shape[0], obs_shape[1])
+        rd = self.encoder.repr_dim
+        self.forward_net = ForwardNet(rd, action_dim, cfg)
+        self.backward_net = BackwardNet(rd, cfg)
+        self.actor = FBActor(rd, action_dim, cfg)
+        self.target_encoder = PixelEncoder(obs_shape[0], obs_shape[1])
+        self.target_forward = ForwardNet(rd, action_dim, cfg)
+        self.target_backward = BackwardNet(rd, cfg)
+        for tgt, src in ((self.target_encoder, self.encoder), (self.target_forward, self.forward_net),
+                         (self.target_backward, self.backward_net)):
+            tgt.load_state_dict(src.state_dict())
+            tgt.requires_grad_(False)
+        self.aug = RandomShift(cfg.aug_pad)
+        self.to(device)
+        self.fb_opt = torch.optim.Adam([*self.encoder.parameters(), *self.forward_net.parameters(),
+                                        *self.backward_net.parameters()], lr=cfg.lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.radius = math.sqrt(cfg.z_dim)
+
+    # -- z ----------------------------------------------------------------------------------
+    def sample_z(self, n: int, next_h: torch.Tensor | None = None) -> torch.Tensor:
+        z = project_sphere(torch.randn(n, self.cfg.z_dim, device=self.device), self.radius)
+        if next_h is not None and self.cfg.z_mix_ratio > 0:
+            with torch.no_grad():
+                zb = self.backward_net(next_h[torch.randperm(len(next_h), device=self.device)])
+            mask = torch.rand(n, 1, device=self.device) < self.cfg.z_mix_ratio
+            z = torch.where(mask, zb, z)
+        return z
+
+    # -- training ---------------------------------------------------------------------------
+    def update(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        obs, next_obs = self.aug(obs.float()), self.aug(next_obs.float())
+        h = self.encoder(obs)
+        next_h = self.encoder(next_obs)
+        b = len(obs)
+        z = self.sample_z(b, next_h.detach())
+        with torch.no_grad():
+            tnext_h = self.target_encoder(next_obs)
+            mu = self.actor(next_h.detach(), z)
+            noise = (torch.randn_like(mu) * cfg.actor_std).clamp(-cfg.std_clip, cfg.std_clip)
+            next_a = (mu + noise).clamp(-1, 1)
+            tf1, tf2 = self.target_forward(tnext_h, next_a, z)
+            tb = self.target_backward(tnext_h)
+            target_m = torch.min(tf1 @ tb.T, tf2 @ tb.T)
+        f1, f2 = self.forward_net(h, action, z)
+        bnext = self.backward_net(next_h)
+        off = ~torch.eye(b, dtype=torch.bool, device=self.device)
+        fb_loss = 0.0
+        for f in (f1, f2):
+            m = f @ bnext.T
+            fb_loss = fb_loss + 0.5 * (m - cfg.discount * target_m)[off].pow(2).mean() - m.diag().mean()
+        cov = bnext @ bnext.T
+        ortho_loss = 0.5 * cov[off].pow(2).mean() - cov.diag().mean()
+        loss = fb_loss + cfg.ortho_coef * ortho_loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"FB loss is not finite ({float(loss)})")
+        self.fb_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.fb_opt.step()
+
+        hd = h.detach()
+        a = self.actor(hd, z)
+        a = (a + (torch.randn_like(a) * cfg.actor_std).clamp(-cfg.std_clip, cfg.std_clip)).clamp(-1, 1)
+        q1, q2 = self.forward_net(hd, a, z)
+        actor_loss = -torch.min((q1 * z).sum(-1), (q2 * z).sum(-1)).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+
+        with torch.no_grad():
+            for tgt, src in ((self.target_encoder, self.encoder), (self.target_forward, self.forward_net),
+                             (self.target_backward, self.backward_net)):
+                for tp, p in zip(tgt.parameters(), src.parameters()):
+                    tp.lerp_(p, cfg.tau)
+            cov_d = (bnext.T @ bnext) / b  # d x d: E[B Bᵀ] (should approach I... up to the radius scale)
+            diag = cov_d.diag().mean().item()
+            offdiag = cov_d[~torch.eye(cfg.z_dim, dtype=torch.bool, device=self.device)].abs().mean().item()
+        return {"fb_loss": float(fb_loss.item()), "ortho_loss": ortho_loss.item(), "actor_loss": actor_loss.item(),
+                "b_cov_diag": diag, "b_cov_offdiag": offdiag}
+
+    # -- inference --------------------------------------------------------------------------
+    @torch.no_grad()
+    def goal_z(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """z = B(goal frame) on the sphere of radius √d; frames uint8 [N, C, H, W] (or one [C, H, W])."""
+        x = torch.as_tensor(frames, device=self.device)
+        if x.ndim == 3:
+            x = x[None]
+        return self.backward_net(self.encoder(x.float()))
+
+    @torch.no_grad()
+    def frame_reward(self, obs: np.ndarray | torch.Tensor, action: np.ndarray | torch.Tensor,
+                     goal_frame: np.ndarray | torch.Tensor | None = None, z: torch.Tensor | None = None) -> np.ndarray:
+        """min_k F_k(s, a, z)ᵀ z for a batch of (obs uint8 [B,C,H,W], action [B,A]); z = B(goal)."""
+        if z is None:
+            if goal_frame is None:
+                raise ValueError("frame_reward needs goal_frame or z")
+            z = self.goal_z(goal_frame)
+        o = torch.as_tensor(obs, device=self.device).float()
+        a = torch.as_tensor(action, device=self.device, dtype=torch.float32)
+        zz = z.expand(len(o), -1) if z.shape[0] == 1 else z
+        f1, f2 = self.forward_net(self.encoder(o), a, zz)
+        return torch.min((f1 * zz).sum(-1), (f2 * zz).sum(-1)).cpu().numpy()

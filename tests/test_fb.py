@@ -1,0 +1,85 @@
+"""FB on a toy problem whose successor measure is known: a point mass in the unit square,
+observed as a 16x16 image. Under a goal-reaching policy, states nearer the goal reach it
+sooner, so F(s, a, z_g)ᵀ z_g must decrease with the distance to g."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genreward.agents.config import FBConfig
+from genreward.agents.fb import FBModel
+
+SIZE = 16
+
+
+def render(pos: np.ndarray) -> np.ndarray:
+    """uint8 [N, 3, SIZE, SIZE]: a 3x3 white square at each position in [0, 1]^2."""
+    pos = np.atleast_2d(pos)
+    img = np.zeros((len(pos), 3, SIZE, SIZE), np.uint8)
+    ij = np.clip(np.round(pos * (SIZE - 3)).astype(int), 0, SIZE - 3)
+    for n, (i, j) in enumerate(ij):
+        img[n, :, i : i + 3, j : j + 3] = 255
+    return img
+
+
+def random_walks(n_episodes=120, length=30, seed=0):
+    rng = np.random.default_rng(seed)
+    obs, act, nxt = [], [], []
+    for _ in range(n_episodes):
+        p = rng.uniform(0, 1, 2)
+        for _ in range(length):
+            a = rng.uniform(-1, 1, 2)
+            q = np.clip(p + 0.1 * a, 0, 1)
+            obs.append(p), act.append(a), nxt.append(q)
+            p = q
+    return np.array(obs), np.array(act, np.float32), np.array(nxt)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    s, a, s2 = random_walks()
+    O, O2 = render(s), render(s2)
+    cfg = FBConfig(z_dim=16, hidden_dim=128, feature_dim=32, batch_size=256, lr=5e-4, discount=0.9, aug_pad=0, tau=0.02)
+    model = FBModel((3, SIZE, SIZE), 2, cfg)
+    rng = np.random.default_rng(0)
+    logs = []
+    for _ in range(600):
+        idx = rng.integers(0, len(s), cfg.batch_size)
+        logs.append(model.update(torch.as_tensor(O[idx]), torch.as_tensor(a[idx]), torch.as_tensor(O2[idx])))
+    return model, logs
+
+
+def test_fb_ranks_states_by_distance_to_the_goal(trained):
+    from scipy.stats import spearmanr
+
+    model, logs = trained
+    assert all(np.isfinite(l["fb_loss"]) for l in logs)
+    goal = np.array([0.85, 0.85])
+    z = model.goal_z(render(goal))
+    grid = np.array([[x, y] for x in np.linspace(0.05, 0.95, 10) for y in np.linspace(0.05, 0.95, 10)])
+    toward = np.clip((goal - grid) * 5, -1, 1).astype(np.float32)
+    r = model.frame_reward(render(grid), toward, z=z)
+    dist = np.linalg.norm(grid - goal, axis=1)
+    rho = spearmanr(r, dist).correlation
+    assert rho < -0.5, rho
+    # Actions toward the goal beat actions away from it, from the same states.
+    away = model.frame_reward(render(grid), -toward, z=z)
+    far = dist > 0.3
+    assert (r[far] > away[far]).mean() > 0.7
+
+
+def test_b_is_on_the_sphere_and_nearly_orthonormal(trained):
+    model, logs = trained
+    z = model.goal_z(render(np.random.default_rng(1).uniform(0, 1, (64, 2))))
+    np.testing.assert_allclose(z.norm(dim=-1).numpy(), np.sqrt(16), rtol=1e-5)
+    assert logs[-1]["ortho_loss"] < logs[0]["ortho_loss"]
+
+
+def test_non_finite_loss_stops_with_a_message():
+    model = FBModel((3, SIZE, SIZE), 2, FBConfig(z_dim=8, hidden_dim=32, feature_dim=16, batch_size=8))
+    obs = torch.as_tensor(render(np.random.default_rng(0).uniform(0, 1, (8, 2))))
+    with pytest.raises(FloatingPointError, match="FB loss is not finite"):
+        model.update(obs, torch.full((8, 2), float("nan")), obs)
