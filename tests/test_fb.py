@@ -83,3 +83,58 @@ def test_non_finite_loss_stops_with_a_message():
     obs = torch.as_tensor(render(np.random.default_rng(0).uniform(0, 1, (8, 2))))
     with pytest.raises(FloatingPointError, match="FB loss is not finite"):
         model.update(obs, torch.full((8, 2), float("nan")), obs)
+
+
+def _small_model(seed=0):
+    torch.manual_seed(seed)
+    return FBModel((3, SIZE, SIZE), 2, FBConfig(z_dim=8, hidden_dim=32, feature_dim=16, batch_size=32, aug_pad=0))
+
+
+def _sampler(seed=0):
+    s, a, s2 = random_walks(20, 10, seed)
+    O, O2 = render(s), render(s2)
+    rng = np.random.default_rng(seed)
+
+    def sample():
+        idx = rng.integers(0, len(s), 32)
+        return torch.as_tensor(O[idx]), torch.as_tensor(a[idx]), torch.as_tensor(O2[idx])
+
+    return sample
+
+
+def test_checkpoint_round_trip_and_resume(tmp_path):
+    from genreward.agents.checkpoint import load_checkpoint
+    from genreward.agents.fb import fb_modules, train_fb
+
+    model = _small_model()
+    hist = train_fb(model, _sampler(), steps=20, ckpt_dir=tmp_path / "ck", every=10, log_every=5)
+    assert [h["step"] for h in hist] == [5, 10, 15, 20]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["meta.json", "weights.safetensors"]
+    fresh = _small_model(seed=1)
+    modules, opts = fb_modules(fresh)
+    meta = load_checkpoint(tmp_path / "ck", modules, opts)
+    assert meta["step"] == 20
+    for (k, v), (_, w) in zip(model.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(v, w), k
+    assert fresh.fb_opt.state_dict()["state"][0]["exp_avg"].abs().sum() > 0  # optimizer state restored
+    more = train_fb(fresh, _sampler(1), steps=30, ckpt_dir=tmp_path / "ck", every=10, log_every=5)
+    assert [h["step"] for h in more] == [5, 10, 15, 20, 25, 30]  # resumed at 20, not from scratch
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
+    from genreward.agents.fb import TrainingDiverged, train_fb
+
+    model = _small_model()
+    train_fb(model, _sampler(), steps=10, ckpt_dir=tmp_path / "ck", every=10)
+    before = (tmp_path / "ck" / "weights.safetensors").read_bytes()
+    good = _sampler()
+    calls = {"n": 0}
+
+    def poisoned():
+        calls["n"] += 1
+        obs, act, nxt = good()
+        return (obs, torch.full_like(act, float("nan")), nxt) if calls["n"] > 3 else (obs, act, nxt)
+
+    with pytest.raises(TrainingDiverged, match=r"diverged at update 13.*last good checkpoint \(update 10\)"):
+        train_fb(model, poisoned, steps=40, ckpt_dir=tmp_path / "ck", every=10)
+    assert (tmp_path / "ck" / "weights.safetensors").read_bytes() == before

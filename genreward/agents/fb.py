@@ -170,3 +170,48 @@ class FBModel(nn.Module):
         zz = z.expand(len(o), -1) if z.shape[0] == 1 else z
         f1, f2 = self.forward_net(self.encoder(o), a, zz)
         return torch.min((f1 * zz).sum(-1), (f2 * zz).sum(-1)).cpu().numpy()
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss; the last good checkpoint is kept."""
+
+
+def fb_modules(model: FBModel) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
+    return {"model": model}, {"fb": model.fb_opt, "actor": model.actor_opt}
+
+
+def train_fb(model: FBModel, sample, steps: int, ckpt_dir, every: int = 500, log_every: int = 50,
+             progress: bool = False) -> list[dict[str, float]]:
+    """Run ``steps`` FB updates from ``sample() -> (obs, action, next_obs)`` tensors.
+
+    Checkpoints go to ``ckpt_dir`` every ``every`` updates (and at the end); a run that finds a
+    checkpoint there resumes from its step. A non-finite loss raises :class:`TrainingDiverged`
+    and leaves the last good checkpoint untouched.
+    """
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from genreward.agents.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt_dir = Path(ckpt_dir)
+    modules, opts = fb_modules(model)
+    start, history = 0, []
+    if (ckpt_dir / "meta.json").exists():
+        meta = load_checkpoint(ckpt_dir, modules, opts, device=model.device)
+        start, history = int(meta["step"]), list(meta.get("history", []))
+    for step in tqdm(range(start, steps), initial=start, total=steps, desc="FB", disable=not progress):
+        obs, action, next_obs = sample()
+        try:
+            metrics = model.update(obs, action, next_obs)
+        except FloatingPointError as e:
+            raise TrainingDiverged(
+                f"FB training diverged at update {step}: {e}. The last good checkpoint "
+                f"(update {start if not history else history[-1]['step']}) is kept in {ckpt_dir}; "
+                "lower fb.lr or check the data"
+            ) from None
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            history.append({"step": step + 1, **metrics})
+        if (step + 1) % every == 0 or step + 1 == steps:
+            save_checkpoint(ckpt_dir, modules, opts, {"step": step + 1, "history": history})
+    return history

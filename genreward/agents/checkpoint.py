@@ -1,0 +1,76 @@
+"""Checkpoints without pickle: tensors in safetensors, everything else in JSON, written atomically.
+
+A checkpoint folder holds ``weights.safetensors`` (module parameters and buffers, and optimizer
+state tensors under ``opt/<name>/...``) and ``meta.json`` (step, optimizer hyper-parameters,
+caller metadata). Loading never unpickles: ``torch.load`` is not used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from genreward.store.atomic import atomic_dir
+
+
+def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"opt/{name}/{pid}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}/{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(folder: str | Path, modules: Mapping[str, torch.nn.Module],
+                    optimizers: Mapping[str, torch.optim.Optimizer] | None = None, meta: Mapping[str, Any] | None = None) -> Path:
+    tensors: dict[str, torch.Tensor] = {}
+    for mname, module in modules.items():
+        for key, value in module.state_dict().items():
+            tensors[f"{mname}/{key}"] = value.detach().cpu().contiguous()
+    opt_meta = {}
+    for oname, opt in (optimizers or {}).items():
+        t, m = _flatten_optimizer(oname, opt)
+        tensors.update(t)
+        opt_meta[oname] = m
+    with atomic_dir(folder) as tmp:
+        save_file(tensors, str(tmp / "weights.safetensors"))
+        (tmp / "meta.json").write_text(json.dumps({"meta": dict(meta or {}), "optimizers": opt_meta}, indent=1, default=str))
+    return Path(folder)
+
+
+def load_checkpoint(folder: str | Path, modules: Mapping[str, torch.nn.Module],
+                    optimizers: Mapping[str, torch.optim.Optimizer] | None = None, device: str = "cpu") -> dict[str, Any]:
+    folder = Path(folder)
+    if not (folder / "weights.safetensors").is_file() or not (folder / "meta.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a checkpoint (needs weights.safetensors and meta.json)")
+    tensors = load_file(str(folder / "weights.safetensors"), device=device)
+    info = json.loads((folder / "meta.json").read_text())
+    for mname, module in modules.items():
+        prefix = f"{mname}/"
+        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        missing, unexpected = module.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise KeyError(f"{folder}: checkpoint does not match module {mname!r} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for oname, opt in (optimizers or {}).items():
+        om = info["optimizers"].get(oname)
+        if om is None:
+            raise KeyError(f"{folder}: no optimizer state {oname!r}")
+        state: dict[int, dict[str, Any]] = {}
+        prefix = f"opt/{oname}/"
+        for k, v in tensors.items():
+            if k.startswith(prefix):
+                pid, key = k[len(prefix):].split("/", 1)
+                state.setdefault(int(pid), {})[key] = v
+        for k, v in om["scalars"].items():
+            pid, key = k.split("/", 1)
+            state.setdefault(int(pid), {})[key] = v
+        opt.load_state_dict({"state": state, "param_groups": om["param_groups"]})
+    return info["meta"]
