@@ -10,6 +10,7 @@ FLOWS: dict[str, str] = {
     "select_keyframes": "flows.select_keyframes:select_keyframes_flow",
     "encode_goal_latents": "flows.encode_goal_latents:encode_goal_latents_flow",
     "collect_exploration": "flows.collect_exploration:collect_exploration_flow",
+    "pretrain_fb": "flows.pretrain_fb:pretrain_fb_flow",
 }
 
 

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from genreward.agents.config import ExplorationConfig
+from genreward.agents.config import ExplorationConfig, FBConfig
 from genreward.envs.config import EnvConfig
 from genreward.envs.tasks import PAPER_TASKS, UnknownTaskError, check_task
 from genreward.video.config import DEFAULT_PROMPTS, GoalVideoConfig, LatentConfig
@@ -84,6 +84,7 @@ class Config(_Section):
     keyframes: KeyframeConfig = KeyframeConfig()
     latents: LatentConfig = LatentConfig()
     exploration: ExplorationConfig = ExplorationConfig()
+    fb: FBConfig = FBConfig()
 
     @field_validator("prompts")
     @classmethod

@@ -138,3 +138,66 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"diverged at update 13.*last good checkpoint \(update 10\)"):
         train_fb(model, poisoned, steps=40, ckpt_dir=tmp_path / "ck", every=10)
     assert (tmp_path / "ck" / "weights.safetensors").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def small_exploration(tmp_path_factory):
+    from genreward.config import load_config
+    from stages.collect_exploration import _collect_one
+
+    from .conftest import REPO
+
+    root = tmp_path_factory.mktemp("fbdata")
+    cfg = load_config(REPO / "params.yaml", overrides=[
+        "tasks=[reach-v3]", "prompts.reach-v3=reach", "env.image_size=32", "env.episode_length=32",
+        "runtime.num_workers=2", "runtime.progress=false"])
+    _collect_one(cfg, root / "exploration.zarr", "random", 8, 0.0, 0)
+    return root
+
+
+def test_pretrain_fb_stage_outputs_metrics_and_resumes_after_a_crash(small_exploration, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from genreward.agents import fb as fbmod
+    from genreward.agents.fb import load_fb
+    from genreward.agents.replay import ExplorationDataset
+    from genreward.config import load_config
+    from stages import pretrain_fb
+
+    from .conftest import REPO
+
+    shutil.copytree(small_exploration / "exploration.zarr", tmp_path / "exploration.zarr")
+    cfg = load_config(REPO / "params.yaml", overrides=[
+        f"store.data_dir={tmp_path}", "fb.z_dim=8", "fb.hidden_dim=32", "fb.batch_size=16", "fb.updates=20",
+        "fb.checkpoint_every=5", "fb.log_every=5", "fb.holdout_fraction=0.25", "runtime.progress=false"])
+    real_update, calls = fbmod.FBModel.update, {"n": 0}
+
+    def crashing_update(self, *a):
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise KeyboardInterrupt  # killed mid-training
+        return real_update(self, *a)
+
+    monkeypatch.setattr(fbmod.FBModel, "update", crashing_update)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_fb.run(cfg, {}, {})
+    partial = tmp_path / ".fb.partial" / "ckpt"
+    assert json.loads((partial / "meta.json").read_text())["meta"]["step"] == 10
+    assert not (tmp_path / "fb").exists()
+    monkeypatch.setattr(fbmod.FBModel, "update", real_update)
+    m = pretrain_fb.run(cfg, {}, {})
+    assert m["updates"] == 20 and m["heldout_episodes"] == 2 and m["train_episodes"] == 6
+    assert -1.0 <= m["goal_reaching_spearman_mean"] <= 1.0 and m["goal_reaching_episodes"] == 2
+    assert not (tmp_path / ".fb.partial").exists()
+    curves = (tmp_path / "fb_curves.csv").read_text().splitlines()
+    assert curves[0].startswith("step,") and [int(l.split(",")[0]) for l in curves[1:]] == [5, 10, 15, 20]
+    assert (tmp_path / "fb_plots" / "curves.png").exists()
+    assert json.loads((tmp_path / "fb_metrics.json").read_text())["updates"] == 20
+    # Inference-only loader gives the trained model's rewards.
+    model = load_fb(tmp_path / "fb")
+    ds = ExplorationDataset(tmp_path / "exploration.zarr")
+    obs, act = ds.array("obs")[:5], ds.array("action")[:5]
+    r = model.frame_reward(obs, act, goal_frame=ds.array("obs")[32])
+    assert r.shape == (5,) and np.all(np.isfinite(r))
+    assert sorted(p.name for p in (tmp_path / "fb").iterdir()) == ["meta.json", "weights.safetensors"]

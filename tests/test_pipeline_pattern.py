@@ -58,6 +58,12 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     params["tasks"] = ["reach-v3"]
     params["prompts"]["reach-v3"] = "a robot arm reaches the target"
     params["env_check"] = {"steps": 20, "thumbnail_size": 64}
+    # A tiny profile: every stage of the DAG runs, in about a minute of work.
+    params["env"].update(image_size=32, episode_length=32)
+    params["goal_video"].update(num_frames=9, height=32, width=32)
+    params["latents"].update(size=32, num_frames=8)
+    params["exploration"].update(episodes_per_task=2, baseline_random_episodes=2, seed_steps=16, batch_size=16)
+    params["fb"].update(z_dim=8, hidden_dim=32, batch_size=16, updates=10, checkpoint_every=5, log_every=5, holdout_fraction=0.5)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     git = lambda *a: subprocess.run(["git", *a], cwd=work, check=True, capture_output=True)
@@ -67,6 +73,10 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     first = subprocess.run([*dvc, "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (work / "data/env_check/thumbnails/reach-v3.png").exists()
+    for out in ("goal_videos/reach-v3.zarr", "keyframes/reach-v3.zarr", "goal_latents/reach-v3.zarr",
+                "exploration.zarr", "fb/weights.safetensors", "fb_metrics.json"):
+        assert (work / "data" / out).exists(), out
     assert json.loads((work / "data/env_check/metrics.json").read_text())["tasks"]["reach-v3"]["pixel_steps_per_s"] > 1
     second = subprocess.run([*dvc, "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert "Running stage" not in second.stdout, second.stdout
     assert second.returncode == 0 and "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout

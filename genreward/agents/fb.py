@@ -172,6 +172,27 @@ class FBModel(nn.Module):
         return torch.min((f1 * zz).sum(-1), (f2 * zz).sum(-1)).cpu().numpy()
 
 
+def save_fb(folder, model: FBModel, extra: dict | None = None) -> None:
+    """Inference artifact: ``weights.safetensors`` + ``meta.json`` with the model's config."""
+    from genreward.agents.checkpoint import save_checkpoint
+
+    save_checkpoint(folder, {"model": model}, None, {"fb_config": model.cfg.model_dump(), "obs_shape": list(model.obs_shape),
+                                                     "action_dim": model.action_dim, **(extra or {})})
+
+
+def load_fb(folder, device: str = "cpu") -> FBModel:
+    """Inference-only loader (no optimizer state, no pickle)."""
+    import json
+    from pathlib import Path
+
+    from genreward.agents.checkpoint import load_checkpoint
+
+    meta = json.loads((Path(folder) / "meta.json").read_text())["meta"]
+    model = FBModel(tuple(meta["obs_shape"]), int(meta["action_dim"]), FBConfig(**meta["fb_config"]), device)
+    load_checkpoint(folder, {"model": model}, None, device=device)
+    return model.eval()
+
+
 class TrainingDiverged(RuntimeError):
     """Training produced a non-finite loss; the last good checkpoint is kept."""
 

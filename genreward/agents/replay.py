@@ -225,6 +225,11 @@ class ExplorationDataset:
         # Row of each row's episode start (frame stacking never crosses an episode boundary).
         self.start_row = episode_start_rows(self.episode_start)
 
+    def restrict(self, keep_episodes: np.ndarray) -> None:
+        """Sample transitions only from these episode indices (e.g. hold others out)."""
+        episode = self.array("episode")
+        self.valid_index = self.valid_index[np.isin(episode[self.valid_index], keep_episodes)]
+
     def array(self, name: str) -> np.ndarray:
         if name not in self._cache:
             self._cache[name] = self.group[name][: self.n]

@@ -1,0 +1,130 @@
+"""Stage pretrain_fb: a forward-backward representation from the reward-free exploration data.
+
+inputs:  ``<data>/exploration.zarr``
+outputs: ``<data>/fb/`` (``weights.safetensors`` + ``meta.json``: the inference model),
+         ``<data>/fb_curves.csv`` (DVC plots), ``<data>/fb_plots/curves.png``, ``<data>/fb_metrics.json``
+Training resumes from ``<data>/.fb.partial/`` (checkpoints every ``fb.checkpoint_every``); a
+non-finite loss stops it with a message and keeps the last good checkpoint there.
+
+Goal-reaching check (held-out episodes): for each, the goal is its last frame; Spearman's ρ
+between r_FB(s_t, a_t) and the steps left to the goal, averaged over episodes (goal: ρ < −0.5).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from genreward.agents.fb import FBModel, TrainingDiverged, save_fb, train_fb
+from genreward.agents.replay import ExplorationDataset
+from genreward.config import Config
+from genreward.store.artifacts import artifact_hash
+from genreward.store.atomic import atomic_file, write_text_atomic
+from genreward.store.hashing import stable_hash
+
+log = logging.getLogger(__name__)
+
+
+def default_io(cfg: Config) -> tuple[dict[str, Path], dict[str, Path]]:
+    d = cfg.store.data_dir
+    return ({"dataset": d / "exploration.zarr"},
+            {"model": d / "fb", "curves": d / "fb_curves.csv", "plots": d / "fb_plots", "metrics": d / "fb_metrics.json"})
+
+
+def goal_reaching(model: FBModel, ds: ExplorationDataset, episodes: np.ndarray, stride: int) -> dict[str, float]:
+    from scipy.stats import spearmanr
+
+    episode = ds.array("episode")
+    obs, action = ds.array("obs"), ds.array("action")
+    rhos = []
+    for k in episodes:
+        rows = np.flatnonzero(episode == k)
+        goal_row, steps = rows[-1], rows[:-1][::stride]
+        r = model.frame_reward(obs[steps], action[steps], goal_frame=obs[goal_row])
+        rho = spearmanr(r, goal_row - steps).correlation
+        if np.isfinite(rho):
+            rhos.append(float(rho))
+    return {"goal_reaching_spearman_mean": float(np.mean(rhos)) if rhos else float("nan"),
+            "goal_reaching_spearman_median": float(np.median(rhos)) if rhos else float("nan"),
+            "goal_reaching_episodes": len(rhos)}
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["fb_loss", "ortho_loss", "actor_loss", "b_cov_diag", "b_cov_offdiag"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), dpi=100)
+    steps = [h["step"] for h in history]
+    for ax, k in zip(axes, keys):
+        ax.plot(steps, [h[k] for h in history])
+        ax.set_title(k, fontsize=9), ax.set_xlabel("update")
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
+def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
+    import torch
+
+    fb = cfg.fb
+    ins, outs = default_io(cfg)
+    ins.update(inputs), outs.update(outputs)
+    device = cfg.resolve_device()
+    ds = ExplorationDataset(ins["dataset"])
+    n_ep = int(ds.array("episode").max()) + 1
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(n_ep)
+    n_hold = int(round(fb.holdout_fraction * n_ep)) if fb.holdout_fraction > 0 else 0
+    held, train = np.sort(order[:n_hold]), np.sort(order[n_hold:])
+    ds.restrict(train)
+    frame_shape = tuple(ds.group["obs"].shape[1:])
+    torch.manual_seed(cfg.seed)
+    model = FBModel(frame_shape, 4, fb, device)
+
+    def sample():
+        b = ds.sample(fb.batch_size, rng, frame_stack=1)
+        return (torch.as_tensor(b["obs"], device=device), torch.as_tensor(b["action"], device=device),
+                torch.as_tensor(b["next_obs"], device=device))
+
+    dataset_hash = artifact_hash(ins["dataset"])
+    partial = outs["model"].parent / f".{outs['model'].name}.partial"
+    fingerprint = stable_hash({"fb": fb.model_dump(mode="json"), "dataset": dataset_hash, "seed": cfg.seed})
+    marker = partial / "fingerprint.txt"
+    if partial.exists() and (not marker.exists() or marker.read_text() != fingerprint):
+        shutil.rmtree(partial)  # another config or dataset: do not resume from it
+    partial.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint)
+    try:
+        history = train_fb(model, sample, fb.updates, partial / "ckpt", every=fb.checkpoint_every,
+                           log_every=fb.log_every, progress=cfg.runtime.progress)
+    except TrainingDiverged:
+        log.error("FB training diverged; last good checkpoint kept in %s", partial / "ckpt")
+        raise
+    model.eval()
+    metrics = {"updates": fb.updates, "train_episodes": int(len(train)), "heldout_episodes": int(len(held)),
+               **{k: v for k, v in history[-1].items() if k != "step"}}
+    if len(held):
+        metrics.update(goal_reaching(model, ds, held, fb.eval_stride))
+    save_fb(outs["model"], model, {"dataset": dataset_hash, "params": cfg.section("fb"), "metrics": metrics})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomic(outs["curves"], buf.getvalue())
+    outs["plots"].mkdir(parents=True, exist_ok=True)
+    plot_curves(history, outs["plots"] / "curves.png")
+    write_text_atomic(outs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+    shutil.rmtree(partial, ignore_errors=True)
+    log.info("FB: %d updates, goal-reaching Spearman %.3f over %d held-out episodes", fb.updates,
+             metrics.get("goal_reaching_spearman_mean", float("nan")), len(held))
+    return metrics
