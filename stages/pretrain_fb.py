@@ -61,7 +61,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = ["fb_loss", "ortho_loss", "actor_loss", "b_cov_diag", "b_cov_offdiag"]
+    keys = ["fb_loss", "ortho_loss", "actor_loss", "b_cov_diag_std", "b_cov_offdiag"]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), dpi=100)
     steps = [h["step"] for h in history]
     for ax, k in zip(axes, keys):

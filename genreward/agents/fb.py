@@ -142,11 +142,13 @@ class FBModel(nn.Module):
                              (self.target_backward, self.backward_net)):
                 for tp, p in zip(tgt.parameters(), src.parameters()):
                     tp.lerp_(p, cfg.tau)
-            cov_d = (bnext.T @ bnext) / b  # d x d: E[B Bᵀ] (should approach I... up to the radius scale)
-            diag = cov_d.diag().mean().item()
+            # E[B Bᵀ] over the batch (d x d). With B on the √d sphere its mean diagonal is exactly 1,
+            # so report the diagonal's spread (0 when isotropic) and the mean |off-diagonal|.
+            cov_d = (bnext.T @ bnext) / b
+            diag = cov_d.diag().std().item()
             offdiag = cov_d[~torch.eye(cfg.z_dim, dtype=torch.bool, device=self.device)].abs().mean().item()
         return {"fb_loss": float(fb_loss.item()), "ortho_loss": ortho_loss.item(), "actor_loss": actor_loss.item(),
-                "b_cov_diag": diag, "b_cov_offdiag": offdiag}
+                "b_cov_diag_std": diag, "b_cov_offdiag": offdiag}
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()
