@@ -25,8 +25,9 @@ from genreward.agents.fb import FBModel, TrainingDiverged, save_fb, train_fb
 from genreward.agents.replay import ExplorationDataset
 from genreward.config import Config
 from genreward.store.artifacts import artifact_hash
-from genreward.store.atomic import atomic_file, write_text_atomic
+from genreward.store.atomic import write_text_atomic
 from genreward.store.hashing import stable_hash
+from genreward.viz import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,7 @@ def goal_reaching(model: FBModel, ds: ExplorationDataset, episodes: np.ndarray, 
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = ["fb_loss", "ortho_loss", "actor_loss", "b_cov_diag_std", "b_cov_offdiag"]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), dpi=100)
@@ -68,9 +66,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
         ax.plot(steps, [h[k] for h in history])
         ax.set_title(k, fontsize=9), ax.set_xlabel("update")
     fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:

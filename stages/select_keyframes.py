@@ -14,7 +14,7 @@ import numpy as np
 
 from genreward.config import Config
 from genreward.store.artifacts import add_array, artifact_hash, open_artifact, read_array, write_artifact
-from genreward.store.atomic import atomic_file
+from genreward.viz import pyplot, save_figure
 from genreward.vision.clip import KeyframeChoice, choose_keyframe
 from stages.common import task_paths
 
@@ -28,10 +28,7 @@ def io_for(cfg: Config, task: str) -> tuple[dict[str, Path], dict[str, Path]]:
 
 
 def plot_choice(video: np.ndarray, choice: KeyframeChoice, title: str, path: Path, max_frames: int = 12) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     t = len(video)
     shown = sorted(set(np.round(np.linspace(0, t - 1, min(t, max_frames))).astype(int).tolist()) | {choice.index})
@@ -58,10 +55,7 @@ def plot_choice(video: np.ndarray, choice: KeyframeChoice, title: str, path: Pat
     ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run_task(cfg: Config, task: str, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:

@@ -201,3 +201,5 @@ def test_pretrain_fb_stage_outputs_metrics_and_resumes_after_a_crash(small_explo
     r = model.frame_reward(obs, act, goal_frame=ds.array("obs")[32])
     assert r.shape == (5,) and np.all(np.isfinite(r))
     assert sorted(p.name for p in (tmp_path / "fb").iterdir()) == ["meta.json", "weights.safetensors"]
+    meta = json.loads((tmp_path / "fb" / "meta.json").read_text())["meta"]
+    assert meta["code"]["package"] and meta["dataset"] and meta["params"]["fb"]["updates"] == 20 and meta["created"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genreward.store.atomic import atomic_file
+from genreward.viz import pyplot, save_figure
 
 MOVED_M = 0.02  # an object "moved" if it got 2 cm away from where the episode started
 VOXEL_M = 0.05
@@ -43,10 +43,7 @@ def object_displacements(state: np.ndarray, episode_start: np.ndarray) -> np.nda
 
 def plot_coverage(datasets: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> Path:
     """End-effector x-y occupancy per dataset + histogram of per-episode object displacement."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(datasets)
     fig, axes = plt.subplots(1, n + 1, figsize=(4 * (n + 1), 3.6), dpi=100)
@@ -64,7 +61,4 @@ def plot_coverage(datasets: dict[str, tuple[np.ndarray, np.ndarray]], title: str
     ax.set_xlabel("max object displacement per episode (m)"), ax.set_ylabel("episodes"), ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -177,9 +177,11 @@ class FBModel(nn.Module):
 def save_fb(folder, model: FBModel, extra: dict | None = None) -> None:
     """Inference artifact: ``weights.safetensors`` + ``meta.json`` with the model's config."""
     from genreward.agents.checkpoint import save_checkpoint
+    from genreward.store.provenance import code_version, runtime_info, utc_now
 
     save_checkpoint(folder, {"model": model}, None, {"fb_config": model.cfg.model_dump(), "obs_shape": list(model.obs_shape),
-                                                     "action_dim": model.action_dim, **(extra or {})})
+                                                     "action_dim": model.action_dim, "created": utc_now(),
+                                                     "code": code_version(), "runtime": runtime_info(), **(extra or {})})
 
 
 def load_fb(folder, device: str = "cpu") -> FBModel:
