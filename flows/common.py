@@ -11,8 +11,11 @@ from prefect import get_run_logger, task
 from genreward.config import Config, load_config
 
 
-def load_run_config(params: str = "params.yaml", profile: str | None = None, overrides: list[str] | None = None) -> Config:
-    return load_config(params, overrides=overrides or None, profile=profile)
+def load_run_config(params: str = "params.yaml", profile: str | None = None, overrides: list[str] | None = None,
+                    task: str | None = None) -> Config:
+    """params.yaml + profile + overrides, narrowed to ``task`` for per-task stages."""
+    cfg = load_config(params, overrides=overrides or None, profile=profile)
+    return cfg if task is None else cfg.for_task(task)
 
 
 @task(name="run-stage")
@@ -26,7 +29,4 @@ def run_stage(stage: str, cfg: Config, inputs: dict[str, Path], outputs: dict[st
 def run_per_task_stage(stage: str, params: str, profile: str | None, overrides: list[str] | None,
                        task: str | None) -> dict[str, Any]:
     """Load the config (narrowed to ``task`` when given) and run ``stages.<stage>.run`` as a task."""
-    cfg = load_run_config(params, profile, overrides)
-    if task is not None:
-        cfg = cfg.for_task(task)
-    return run_stage(stage, cfg, {}, {})
+    return run_stage(stage, load_run_config(params, profile, overrides, task), {}, {})

@@ -26,9 +26,7 @@ def goal_video(cfg: Config, task_name: str, key: str) -> dict:
 def generate_goal_videos_flow(
     params: str = "params.yaml", profile: str | None = None, overrides: list[str] | None = None, task: str | None = None
 ) -> dict:
-    cfg = load_run_config(params, profile, overrides)
-    if task is not None:
-        cfg = cfg.for_task(task)
+    cfg = load_run_config(params, profile, overrides, task)
     logger = get_run_logger()
     cache = stage.goal_video_cache(cfg)
     for name in cfg.tasks:
