@@ -59,7 +59,7 @@ def goal_reaching(model: FBModel, ds: ExplorationDataset, episodes: np.ndarray, 
 def plot_curves(history: list[dict], path: Path) -> None:
     plt = pyplot()
 
-    keys = ["fb_loss", "ortho_loss", "actor_loss", "b_cov_diag_std", "b_cov_offdiag"]
+    keys = ["fb_loss", "ortho_loss", "actor_loss", "b_cov_diag_std", "b_cov_offdiag", "z_goal_cos", "q_z_corr"]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), dpi=100)
     steps = [h["step"] for h in history]
     for ax, k in zip(axes, keys):

@@ -78,6 +78,15 @@ def test_b_is_on_the_sphere_and_nearly_orthonormal(trained):
     assert logs[-1]["ortho_loss"] < logs[0]["ortho_loss"]
 
 
+def test_z_correlation_diagnostics_detect_collapse_then_recovery(trained):
+    _, logs = trained
+    # A fresh B maps every goal to nearly the same z; training spreads the goals apart.
+    assert logs[0]["z_goal_cos"] > 0.5
+    assert np.mean([l["z_goal_cos"] for l in logs[-50:]]) < 0.2
+    # Once trained, Q under one z says little about Q under another: F uses z.
+    assert np.mean([l["q_z_corr"] for l in logs[-100:]]) < 0.5
+
+
 def test_non_finite_loss_stops_with_a_message():
     model = FBModel((3, SIZE, SIZE), 2, FBConfig(z_dim=8, hidden_dim=32, feature_dim=16, batch_size=8))
     obs = torch.as_tensor(render(np.random.default_rng(0).uniform(0, 1, (8, 2))))

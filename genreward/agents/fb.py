@@ -147,8 +147,9 @@ class FBModel(nn.Module):
             cov_d = (bnext.T @ bnext) / b
             diag = cov_d.diag().std().item()
             offdiag = cov_d[~torch.eye(cfg.z_dim, dtype=torch.bool, device=self.device)].abs().mean().item()
+            zc = z_correlations(self, hd, action, bnext.detach(), off)
         return {"fb_loss": float(fb_loss.item()), "ortho_loss": ortho_loss.item(), "actor_loss": actor_loss.item(),
-                "b_cov_diag_std": diag, "b_cov_offdiag": offdiag}
+                "b_cov_diag_std": diag, "b_cov_offdiag": offdiag, **zc}
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()
@@ -172,6 +173,34 @@ class FBModel(nn.Module):
         zz = z.expand(len(o), -1) if z.shape[0] == 1 else z
         f1, f2 = self.forward_net(self.encoder(o), a, zz)
         return torch.min((f1 * zz).sum(-1), (f2 * zz).sum(-1)).cpu().numpy()
+
+
+def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    den = (x.norm() * y.norm()).item()
+    return float((x @ y).item() / den) if den > 0 else float("nan")
+
+
+@torch.no_grad()
+def z_correlations(model: FBModel, h: torch.Tensor, action: torch.Tensor, b: torch.Tensor,
+                   off: torch.Tensor) -> dict[str, float]:
+    """Two collapse detectors for the task vector z, both from one batch.
+
+    ``z_goal_cos``: mean cosine between the goal embeddings z = B(s') of distinct batch states.
+    Near 1 means B maps every goal to the same z (every goal gets the same reward); near 0 means
+    goals are told apart. ``q_z_corr``: Pearson correlation, across the batch, between
+    Q_z(s,a) = min_k F_k(s,a,z)ᵀz for two independent z drawn on the sphere. Near 1 means F
+    ignores z (the frame reward would rank states the same for every goal); a useful F keeps it
+    well below 1.
+    """
+    zn = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    goal_cos = (zn @ zn.T)[off].mean().item()
+    qs = []
+    for _ in range(2):
+        z = model.sample_z(len(h))[:1].expand(len(h), -1)
+        f1, f2 = model.forward_net(h, action, z)
+        qs.append(torch.min((f1 * z).sum(-1), (f2 * z).sum(-1)))
+    return {"z_goal_cos": float(goal_cos), "q_z_corr": _pearson(qs[0], qs[1])}
 
 
 def save_fb(folder, model: FBModel, extra: dict | None = None) -> None:
