@@ -47,7 +47,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         writer = EpisodeWriter(Path(d) / "bench.zarr", {"bench": 1})
         t0 = time.perf_counter()
-        stats = collect(writer, RandomExplorer(), Plan([args.task], episodes), env_cfg, args.workers, seed=0, update_every=1)
+        explorer = RandomExplorer()
+        stats = collect(writer, lambda task_id: (explorer, None), Plan([args.task], episodes), env_cfg, args.workers, seed=0, update_every=1)
         wall = time.perf_counter() - t0
     ours = stats.env_steps / wall
     print(f"{args.task}, {args.size}px, {args.workers} workers, {episodes} episodes x 256 steps (incl. env start-up)")

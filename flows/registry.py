@@ -11,6 +11,8 @@ FLOWS: dict[str, str] = {
     "encode_goal_latents": "flows.encode_goal_latents:encode_goal_latents_flow",
     "collect_exploration": "flows.collect_exploration:collect_exploration_flow",
     "pretrain_fb": "flows.pretrain_fb:pretrain_fb_flow",
+    "finetune_rl": "flows.finetune_rl:finetune_rl_flow",
+    "evaluate": "flows.evaluate:evaluate_flow",
 }
 
 

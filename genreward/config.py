@@ -26,7 +26,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from genreward.agents.config import ExplorationConfig, FBConfig
+from genreward.agents.config import ExplorationConfig, FBConfig, RLConfig
+from genreward.rewards.config import RewardConfig
 from genreward.envs.config import EnvConfig
 from genreward.envs.tasks import PAPER_TASKS, UnknownTaskError, check_task
 from genreward.video.config import DEFAULT_PROMPTS, GoalVideoConfig, LatentConfig
@@ -51,6 +52,7 @@ class _Section(BaseModel):
 class StoreConfig(_Section):
     data_dir: Path = Field(Path("data"), description="root of DVC-tracked artifacts")
     cache_dir: Path = Field(Path("data/cache"), description="content-addressed caches shared across experiments")
+    reports_dir: Path = Field(Path("reports"), description="evaluation report: metrics, summary table, curves")
 
 
 class RuntimeConfig(_Section):
@@ -85,6 +87,8 @@ class Config(_Section):
     latents: LatentConfig = LatentConfig()
     exploration: ExplorationConfig = ExplorationConfig()
     fb: FBConfig = FBConfig()
+    rewards: RewardConfig = RewardConfig()
+    rl: RLConfig = RLConfig()
 
     @field_validator("prompts")
     @classmethod
@@ -105,10 +109,19 @@ class Config(_Section):
             raise ValueError(f"prompts: no prompt for {', '.join(missing)} (add `prompts: {{{missing[0]}: \"...\"}}`)")
         return self
 
+    def check_rl_tasks(self) -> None:
+        """RL stages only: every ``rl.tasks`` entry needs the goal video, key frame and latent of a
+        configured task (checked there, so narrowing ``tasks`` for other stages stays easy)."""
+        extra = [t for t in self.rl.tasks if t not in self.tasks]
+        if extra:
+            raise ConfigError([f"rl.tasks: {', '.join(extra)} not in `tasks` (goal videos and FB exist only for "
+                               f"{', '.join(self.tasks)}); set rl.tasks=[...] too"], "config")
+
     def for_task(self, task: str) -> "Config":
         """This config narrowed to one task (per-task DVC stages), validated."""
         data = self.model_dump(mode="json")
         data["tasks"] = [task]
+        data["rl"]["tasks"] = [task]
         try:
             return Config.model_validate(data)
         except ValidationError as e:
@@ -143,6 +156,7 @@ class Config(_Section):
 
 
 _TOP_KEYS = set(Config.model_fields) | {"profiles"}
+MATRIX_KEYS = ("tasks", "seeds", "methods")  # rl.* axes of the finetune_rl DVC matrix
 
 
 # -- loading -------------------------------------------------------------------------------
@@ -185,6 +199,10 @@ def config_from_dict(
             raise ConfigError([f"profiles.{name}: an overlay cannot set 'profile' or 'profiles'"], source)
         if "tasks" in overlay:
             raise ConfigError([f"profiles.{name}.tasks: set tasks at the top level (DVC expands per-task stages from it)"], source)
+        axes = [k for k in MATRIX_KEYS if k in (overlay.get("rl") or {})]
+        if axes:
+            raise ConfigError([f"profiles.{name}.rl.{k}: set rl.{k} at the top level or with `dvc exp run -S rl.{k}=[...]` "
+                               "(DVC expands the finetune_rl matrix from it before profiles apply)" for k in axes], source)
         _validate(_deep_merge(raw, overlay), source, prefix=f"profiles.{name}: ")
     if profile is not None:
         raw["profile"] = profile

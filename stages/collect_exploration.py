@@ -34,6 +34,44 @@ def default_outputs(cfg: Config) -> dict[str, Path]:
             "plots": d / "exploration_coverage", "metrics": d / "exploration_metrics.json"}
 
 
+def _explorers(cfg: Config, algorithm: str, plan: Plan, writer: EpisodeWriter, seed: int):
+    """``task_id -> (explorer, replay buffer)`` for :func:`collect`.
+
+    RND with ``agent_per_task`` builds a fresh agent and buffer when each task starts (seeded by
+    task, so a resumed run rebuilds the same agent); otherwise one agent learns across all tasks.
+    A resumed run refills the buffer with the committed episodes that agent had seen.
+    """
+    ex, env = cfg.exploration, cfg.env
+    if algorithm != "rnd":
+        random = RandomExplorer()
+        return lambda task_id: (random, None)
+    rows_per_ep = env.agent_steps + 1
+    obs_shape = (3 * env.frame_stack, env.image_size, env.image_size)
+    current: dict[int, tuple] = {}
+
+    def build(task_id: int):
+        key = task_id if ex.agent_per_task else 0
+        if key in current:
+            return current[key]
+        current.clear()  # a finished task's agent is not needed any more
+        explorer = RNDExplorer(obs_shape, ex, env.frame_stack, device=cfg.resolve_device(),
+                               seed=seed + (1000 * task_id if ex.agent_per_task else 0), horizon=env.agent_steps)
+        eps = plan.episodes_per_task if ex.agent_per_task else plan.total
+        buffer = TransitionBuffer(eps * rows_per_ep, (3, env.image_size, env.image_size), 39, 4)
+        first = task_id * plan.episodes_per_task if ex.agent_per_task else 0
+        lo, hi = first * rows_per_ep, min(writer.committed_rows, (first + eps) * rows_per_ep)
+        if hi > lo:  # resuming: refill the agent's replay with what it had already collected
+            g = writer.group
+            for name in ("obs", "state", "action", "valid", "episode_start"):
+                getattr(buffer, name)[: hi - lo] = g[name][lo:hi]
+            buffer.n = hi - lo
+            explorer.t = buffer.n // rows_per_ep * env.agent_steps  # the clock it had reached
+        current[key] = (explorer, buffer)
+        return current[key]
+
+    return build
+
+
 def _collect_one(cfg: Config, path: Path, algorithm: str, episodes_per_task: int, expert_fraction: float, seed: int) -> dict:
     ex: ExplorationConfig = cfg.exploration
     env = cfg.env
@@ -47,25 +85,13 @@ def _collect_one(cfg: Config, path: Path, algorithm: str, episodes_per_task: int
     resumed = writer.committed_episodes
     if resumed:
         log.info("%s: resuming after %d committed episodes", path.name, resumed)
-    buffer = None
-    if algorithm == "rnd":
-        obs_shape = (3 * env.frame_stack, env.image_size, env.image_size)
-        explorer = RNDExplorer(obs_shape, ex, env.frame_stack, device=cfg.resolve_device(), seed=seed)
-        buffer = TransitionBuffer(plan.total * (env.agent_steps + 1), (3, env.image_size, env.image_size), 39, 4)
-        if resumed:  # refill the agent's replay with what was already collected
-            g = writer.group
-            n = writer.committed_rows
-            for name in ("obs", "state", "action", "valid", "episode_start"):
-                getattr(buffer, name)[:n] = g[name][:n]
-            buffer.n = n
-    else:
-        explorer = RandomExplorer()
+    explorer_for_task = _explorers(cfg, algorithm, plan, writer, seed)
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     with tqdm(total=plan.total, initial=resumed, desc=f"collect {algorithm}", unit="ep", disable=not cfg.runtime.progress) as bar:
-        stats = collect(writer, explorer, plan, env, cfg.runtime.num_workers, seed, ex.update_every,
-                        expert_noise=ex.expert_noise, progress=bar.update, buffer=buffer)
+        stats = collect(writer, explorer_for_task, plan, env, cfg.runtime.num_workers, seed, ex.update_every,
+                        expert_noise=ex.expert_noise, progress=bar.update)
     wall = time.perf_counter() - t0
     params = cfg.section("env", "exploration", "tasks", "runtime")
     writer.finish(params, attrs={"resumed_from_episode": resumed})

@@ -13,7 +13,7 @@ import numpy as np
 
 from genreward.config import Config
 from genreward.store.artifacts import add_array, artifact_hash, open_artifact, read_array, write_artifact
-from genreward.video.latents import VideoLatentEncoder
+from genreward.video.latents import encoder_from_config
 from stages.common import task_paths
 
 log = logging.getLogger(__name__)
@@ -24,13 +24,8 @@ def io_for(cfg: Config, task: str) -> tuple[dict[str, Path], dict[str, Path]]:
     return {"goal_video": d / "goal_videos" / f"{task}.zarr"}, {"latent": d / "goal_latents" / f"{task}.zarr"}
 
 
-def make_encoder(cfg: Config) -> VideoLatentEncoder:
-    return VideoLatentEncoder.from_config(cfg.latents, cfg.goal_video.diffusers.model, device=cfg.resolve_device(),
-                                          memo_file=cfg.store.cache_dir / "weight_hashes.json")
-
-
 def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
-    encoder = make_encoder(cfg)
+    encoder = encoder_from_config(cfg)
     summary = {}
     for task in cfg.tasks:
         default_in, default_out = io_for(cfg, task)

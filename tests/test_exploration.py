@@ -221,3 +221,60 @@ def test_stage_writes_datasets_plots_and_metrics_without_task_reward(tmp_path):
     assert ds.array("obs").shape == (4 * 49, 3, 32, 32) and ds.array("state").shape == (196, 39)
     assert not any("reward" in name for name in ds.group.array_keys())
     assert ds.group.attrs["uses_demonstrations"] is False and ds.group.attrs["genreward"]["params"]["exploration"]["algorithm"] == "rnd"
+
+
+def test_coloured_noise_is_unit_power_and_drifts_further_than_white():
+    from genreward.agents.noise import ColoredNoise, powerlaw_noise
+
+    rng = np.random.default_rng(0)
+    white, pink = powerlaw_noise(0.0, 200, 4, 256, rng), powerlaw_noise(1.0, 200, 4, 256, rng)
+    for x in (white, pink):
+        assert x.shape == (200, 256, 4)
+        np.testing.assert_allclose((x**2).mean(), 1.0, atol=0.05)
+
+    def lag1(x):
+        return float(np.mean([np.corrcoef(s[:-1, 0], s[1:, 0])[0, 1] for s in x]))
+
+    assert abs(lag1(white)) < 0.05 and lag1(pink) > 0.5
+    # Integrated (what a position-controlled hand does with it): pink travels much further.
+    travel = lambda x: np.abs(x.sum(axis=1)).mean()  # noqa: E731
+    assert travel(pink) > 3 * travel(white)
+    proc = ColoredNoise(1.0, 2, 4, 8, np.random.default_rng(1))
+    seq = [proc.sample() for _ in range(8)]
+    proc.reset()
+    assert not np.allclose(proc.sample(), seq[0])  # a new episode draws a new sequence
+    assert proc.sample().shape == (2, 4)
+
+
+def _tiny_cfg(tmp_path, *extra):
+    from genreward.config import load_config
+
+    return load_config(REPO / "params.yaml", overrides=[
+        f"store.data_dir={tmp_path}", "tasks=[reach-v3,push-v3]", "prompts.reach-v3=reach", "prompts.push-v3=push",
+        "env.image_size=32", "env.episode_length=6", "runtime.progress=false", "exploration.episodes_per_task=3",
+        "exploration.hidden_dim=16", *extra])
+
+
+@pytest.mark.parametrize("per_task", [True, False])
+def test_rnd_agent_per_task_and_resume_refill(tmp_path, per_task):
+    import torch
+
+    from genreward.agents.collect import Plan
+    from stages.collect_exploration import _explorers
+
+    cfg = _tiny_cfg(tmp_path, f"exploration.agent_per_task={str(per_task).lower()}")
+    plan = Plan(cfg.tasks, 3)
+    w = EpisodeWriter(tmp_path / "d.zarr", {"a": 1}, chunk_rows=7)
+    for k in range(4):  # task 0 complete (episodes 0-2), one episode of task 1
+        w.append(_episode(k, length=6, size=32, task_id=k // 3))
+    build = _explorers(cfg, "rnd", plan, w, seed=0)
+    e0, b0 = build(0)
+    assert build(0)[0] is e0
+    e1, b1 = build(1)
+    if per_task:
+        assert e1 is not e0
+        assert not torch.equal(e1.agent.actor.policy[0].weight, e0.agent.actor.policy[0].weight)
+        # Resumed inside task 1: its buffer holds only task 1's committed episode, its clock too.
+        assert b1.n == 7 and b1.obs[0, 0, 0, 0] == 30 and e1.t == 6
+    else:
+        assert e1 is e0 and b1 is b0 and b1.n == 4 * 7 and e1.t == 4 * 6

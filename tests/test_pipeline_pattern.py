@@ -64,6 +64,9 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     params["latents"].update(size=32, num_frames=8)
     params["exploration"].update(episodes_per_task=2, baseline_random_episodes=2, seed_steps=16, batch_size=16)
     params["fb"].update(z_dim=8, hidden_dim=32, batch_size=16, updates=10, checkpoint_every=5, log_every=5, holdout_fraction=0.5)
+    params["rewards"].update(interval=16, window=8)
+    params["rl"].update(tasks=["reach-v3"], methods=["genreward", "env_only"], seeds=[0], steps=64, seed_steps=32,
+                        batch_size=8, hidden_dim=32, eval_every=32, eval_episodes=1)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     git = lambda *a: subprocess.run(["git", *a], cwd=work, check=True, capture_output=True)
@@ -74,8 +77,13 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (work / "data/env_check/thumbnails/reach-v3.png").exists()
     for out in ("goal_videos/reach-v3.zarr", "keyframes/reach-v3.zarr", "goal_latents/reach-v3.zarr",
-                "exploration.zarr", "fb/weights.safetensors", "fb_metrics.json"):
+                "exploration.zarr", "fb/weights.safetensors", "fb_metrics.json",
+                "rl/reach-v3/genreward/seed0/eval.parquet", "rl/reach-v3/env_only/seed0/rollout.gif"):
         assert (work / "data" / out).exists(), out
+    report = json.loads((work / "reports/metrics.json").read_text())
+    assert set(report["reach-v3"]) == {"genreward", "env_only"} and report["reach-v3"]["env_only"]["steps"] == 64
+    assert "| reach-v3 |" in (work / "reports/summary.md").read_text()
+    assert (work / "reports/plots/reach-v3.png").exists()
     assert json.loads((work / "data/env_check/metrics.json").read_text())["tasks"]["reach-v3"]["pixel_steps_per_s"] > 1
     second = subprocess.run([*dvc, "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert "Running stage" not in second.stdout, second.stdout

@@ -53,7 +53,7 @@ class Plan:
 
 def collect(
     writer: EpisodeWriter,
-    explorer,
+    explorer_for_task: Callable[[int], tuple[object, TransitionBuffer | None]],
     plan: Plan,
     env_cfg: EnvConfig,
     num_envs: int,
@@ -61,9 +61,13 @@ def collect(
     update_every: int,
     expert_noise: float = 0.3,
     progress: Callable[[int], None] | None = None,
-    buffer: TransitionBuffer | None = None,
 ) -> CollectStats:
-    """Collect episodes ``writer.committed_episodes .. plan.total-1`` (resuming where it stopped)."""
+    """Collect episodes ``writer.committed_episodes .. plan.total-1`` (resuming where it stopped).
+
+    ``explorer_for_task(task_id)`` is called when a task's block of episodes starts and returns
+    the explorer to act with and the replay buffer it learns from (``None``: no learning). The
+    explorer may define ``reset(n, rng)``, called at the start of every round of episodes.
+    """
     import time
 
     from genreward.envs.experts import expert_policy
@@ -77,6 +81,7 @@ def collect(
         task_id = plan.task_id(k)
         task = plan.tasks[task_id]
         last_of_task = (task_id + 1) * plan.episodes_per_task
+        explorer, buffer = explorer_for_task(task_id)
         venv = make_vector_env(task, env_cfg, num_envs=num_envs, seed=seed)
         expert = expert_policy(task) if plan.expert_fraction > 0 else None
         try:
@@ -86,6 +91,8 @@ def collect(
                 t0 = time.perf_counter()
                 obs, _ = venv.reset(seed=seeds)
                 frames, states, actions, successes = [obs["pixels"][:, -3:]], [obs["state"]], [], [np.zeros(num_envs, bool)]
+                if hasattr(explorer, "reset"):
+                    explorer.reset(num_envs, rng)
                 experts = np.array([expert is not None and plan.is_expert(k + i) if i < n else False for i in range(num_envs)])
                 for _ in range(env_cfg.agent_steps):
                     action = explorer.act(obs["pixels"], step_count, rng)

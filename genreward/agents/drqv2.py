@@ -77,14 +77,19 @@ class DrQV2Agent(nn.Module):
         return self.cfg.std_start + frac * (self.cfg.std_end - self.cfg.std_start)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, step: int, eval_mode: bool = False, rng: np.random.Generator | None = None) -> np.ndarray:
-        """obs uint8 [B, C, H, W] -> actions float32 [B, A] in [-1, 1]."""
+    def act(self, obs: np.ndarray, step: int, eval_mode: bool = False, rng: np.random.Generator | None = None,
+            noise: np.ndarray | None = None) -> np.ndarray:
+        """obs uint8 [B, C, H, W] -> actions float32 [B, A] in [-1, 1].
+
+        Exploration noise is ``std(step)`` times ``noise`` (unit-variance, e.g. coloured noise from
+        :mod:`genreward.agents.noise`) or, when none is given, times white Gaussian noise from ``rng``.
+        """
         mu = self.actor(self.encoder(torch.as_tensor(obs, device=self.device))).cpu().numpy()
         if eval_mode:
             return mu.astype(np.float32)
-        rng = rng or np.random.default_rng()
-        noise = rng.normal(0.0, self.std(step), size=mu.shape)
-        return np.clip(mu + noise, -1.0, 1.0).astype(np.float32)
+        if noise is None:
+            noise = (rng or np.random.default_rng()).standard_normal(mu.shape)
+        return np.clip(mu + self.std(step) * noise, -1.0, 1.0).astype(np.float32)
 
     def features(self, obs: torch.Tensor, augment: bool = True) -> torch.Tensor:
         obs = obs.float()

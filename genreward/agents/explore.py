@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from genreward.agents.config import ExplorationConfig
+from genreward.agents.noise import ColoredNoise
 from genreward.agents.replay import TransitionBuffer
 
 
@@ -24,7 +25,8 @@ class RandomExplorer:
 class RNDExplorer:
     name = "rnd"
 
-    def __init__(self, obs_shape: tuple[int, int, int], cfg: ExplorationConfig, frame_stack: int, device: str = "cpu", seed: int = 0):
+    def __init__(self, obs_shape: tuple[int, int, int], cfg: ExplorationConfig, frame_stack: int, device: str = "cpu",
+                 seed: int = 0, horizon: int = 256):
         import torch
 
         from genreward.agents.drqv2 import DrQV2Agent, DrQV2Config
@@ -37,11 +39,22 @@ class RNDExplorer:
             std_start=cfg.std_start, std_end=cfg.std_end, std_steps=cfg.std_steps), device)
         self.rnd = RND(self.agent.encoder.repr_dim, hidden_dim=cfg.hidden_dim, lr=cfg.lr).to(device)
         self._torch = torch
+        self.horizon = horizon
+        self.noise: ColoredNoise | None = None
+        self.t = 0  # this agent's own step clock (seed steps, noise schedule), not the collector's
+
+    def reset(self, n: int, rng: np.random.Generator) -> None:
+        """New episodes start: fresh exploration-noise sequences (β = ``noise_beta``) per env."""
+        self.noise = ColoredNoise(self.cfg.noise_beta, n, 4, self.horizon, rng)
 
     def act(self, obs: np.ndarray, step: int, rng: np.random.Generator) -> np.ndarray:
-        if step < self.cfg.seed_steps:
+        if self.noise is None or self.noise.n != len(obs):
+            self.reset(len(obs), rng)
+        noise = self.noise.sample()
+        t, self.t = self.t, self.t + len(obs)
+        if t < self.cfg.seed_steps:
             return rng.uniform(-1.0, 1.0, size=(len(obs), 4)).astype(np.float32)
-        return self.agent.act(obs, step, rng=rng)
+        return self.agent.act(obs, t, rng=rng, noise=noise)
 
     def update(self, buffer: TransitionBuffer, step: int, rng: np.random.Generator) -> dict[str, float]:
         torch = self._torch
@@ -53,6 +66,6 @@ class RNDExplorer:
             next_feats = self.agent.features(next_obs, augment=True)
         rnd_loss = self.rnd.update(next_feats)
         reward = self.rnd.intrinsic_reward(next_feats)
-        metrics = self.agent.update(obs, action, reward, next_obs, step)
+        metrics = self.agent.update(obs, action, reward, next_obs, self.t)
         metrics.update(rnd_loss=rnd_loss, intrinsic_reward=float(reward.mean()))
         return metrics

@@ -264,3 +264,59 @@ def read_rows(arr, rows: np.ndarray) -> np.ndarray:
         block = arr[c * chunk : min((c + 1) * chunk, arr.shape[0])]
         out[group] = block[rows[group] - c * chunk]
     return out
+
+
+class EpisodeReplay:
+    """Online replay of fixed-length episodes (Meta-World truncates every episode at L steps).
+
+    Slot ``i`` holds one whole episode: frames ``obs[i]`` uint8 [L+1, 3, H, W] (stored once;
+    frame stacks are rebuilt when sampling), ``action[i]`` [L, A], the env's dense reward
+    ``env_reward[i]`` [L] and the learning reward ``reward[i]`` [L]. Keeping the frames and the
+    env reward lets a reward model relabel the buffer. When full, the oldest episode is replaced.
+    Sampling gives n-step returns, truncated at the episode end with the matching discount
+    (time-limit truncation, so the last state is bootstrapped).
+    """
+
+    def __init__(self, capacity_episodes: int, length: int, frame_shape: tuple[int, int, int], action_dim: int):
+        if capacity_episodes < 1 or length < 1:
+            raise ValueError("replay needs capacity_episodes >= 1 and length >= 1")
+        self.length = length
+        self.obs = np.zeros((capacity_episodes, length + 1, *frame_shape), np.uint8)
+        self.action = np.zeros((capacity_episodes, length, action_dim), np.float32)
+        self.env_reward = np.zeros((capacity_episodes, length), np.float32)
+        self.reward = np.zeros((capacity_episodes, length), np.float32)
+        self.size, self.next_slot, self.added = 0, 0, 0
+
+    @property
+    def capacity(self) -> int:
+        return len(self.obs)
+
+    def add(self, obs: np.ndarray, action: np.ndarray, env_reward: np.ndarray, reward: np.ndarray) -> int:
+        if obs.shape != self.obs.shape[1:] or action.shape != self.action.shape[1:]:
+            raise ValueError(f"episode shapes obs {list(obs.shape)} / action {list(action.shape)} do not match the replay's "
+                             f"{list(self.obs.shape[1:])} / {list(self.action.shape[1:])}")
+        i = self.next_slot
+        self.obs[i], self.action[i], self.env_reward[i], self.reward[i] = obs, action, env_reward, reward
+        self.next_slot = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+        self.added += 1
+        return i
+
+    def stacked(self, ep: np.ndarray, t: np.ndarray, frame_stack: int) -> np.ndarray:
+        idx = np.maximum(t[:, None] - np.arange(frame_stack - 1, -1, -1)[None, :], 0)
+        frames = self.obs[ep[:, None], idx]  # [B, k, 3, H, W]
+        return frames.reshape(len(ep), -1, *frames.shape[3:])
+
+    def sample(self, batch_size: int, rng: np.random.Generator, frame_stack: int = 3, n_step: int = 1,
+               discount: float = 0.99) -> dict[str, np.ndarray]:
+        if self.size == 0:
+            raise ValueError("replay is empty")
+        ep = rng.integers(0, self.size, batch_size)
+        t = rng.integers(0, self.length, batch_size)
+        n = np.minimum(n_step, self.length - t)
+        k = np.arange(n_step)[None, :]
+        steps = np.minimum(t[:, None] + k, self.length - 1)
+        ret = (self.reward[ep[:, None], steps] * (discount**k) * (k < n[:, None])).sum(1)
+        return {"obs": self.stacked(ep, t, frame_stack), "action": self.action[ep, t],
+                "reward": ret.astype(np.float32), "discount": (discount**n).astype(np.float32),
+                "next_obs": self.stacked(ep, t + n, frame_stack)}

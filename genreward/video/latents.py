@@ -119,6 +119,12 @@ class VideoLatentEncoder:
         return self.encode_batch([clip])[0]
 
 
+def encoder_from_config(cfg) -> VideoLatentEncoder:
+    """The run's latent encoder (``latents:``), shared by encode_goal_latents and the video reward."""
+    return VideoLatentEncoder.from_config(cfg.latents, cfg.goal_video.diffusers.model, device=cfg.resolve_device(),
+                                          memo_file=cfg.store.cache_dir / "weight_hashes.json")
+
+
 def load_cogvideox_vae(source: str, memo_file: str | Path | None = None):
     """``AutoencoderKLCogVideoX`` from a pipeline folder (``vae/``), a VAE folder, or a hub id."""
     import genreward  # noqa: F401

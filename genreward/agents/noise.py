@@ -1,0 +1,52 @@
+"""Temporally correlated ("coloured") Gaussian action noise.
+
+Power-law noise with spectrum S(f) ∝ f^-β over one episode (β = 0: white, 1: pink, 2: red),
+generated per env and per action dimension by shaping white Gaussian noise in the frequency
+domain, then scaled to unit variance. Pink noise moves a manipulator much further than white
+noise of the same per-step variance, which is what reward-free exploration needs to reach and
+push objects (Eberhard et al., "Pink noise is all you need", ICLR 2023). Written from the idea,
+not from any implementation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def powerlaw_noise(beta: float, n: int, dims: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance noise sequences [n, horizon, dims] with spectrum ∝ f^-beta."""
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    if beta == 0 or horizon < 4:
+        return rng.standard_normal((n, horizon, dims))
+    freqs = np.fft.rfftfreq(horizon)
+    freqs[0] = freqs[1]  # keep a finite (lowest-frequency) amplitude for the mean
+    amp = freqs ** (-beta / 2.0)
+    spec = amp[None, :, None] * (rng.standard_normal((n, len(freqs), dims)) + 1j * rng.standard_normal((n, len(freqs), dims)))
+    x = np.fft.irfft(spec, n=horizon, axis=1)
+    # Scale each sequence to unit mean square (the per-step power of white N(0, 1) noise); its
+    # mean is kept, since a slow drift is the point of coloured noise.
+    rms = np.sqrt((x**2).mean(axis=1, keepdims=True))
+    return x / np.where(rms > 0, rms, 1.0)
+
+
+class ColoredNoise:
+    """Per-env noise process: ``reset()`` at episode start draws fresh sequences; ``sample()``
+    returns the next step's [n, dims] standard-normal-like noise (white after ``horizon``)."""
+
+    def __init__(self, beta: float, n: int, dims: int, horizon: int, rng: np.random.Generator):
+        self.beta, self.n, self.dims, self.horizon, self.rng = float(beta), n, dims, horizon, rng
+        self.reset()
+
+    def reset(self, n: int | None = None) -> None:
+        self.n = self.n if n is None else n
+        self._seq = powerlaw_noise(self.beta, self.n, self.dims, self.horizon, self.rng)
+        self._t = 0
+
+    def sample(self) -> np.ndarray:
+        if self._t >= self.horizon:
+            out = self.rng.standard_normal((self.n, self.dims))
+        else:
+            out = self._seq[:, self._t]
+        self._t += 1
+        return out

@@ -1,0 +1,200 @@
+"""Online RL fine-tuning of a pixel agent on a reward model (stage finetune_rl).
+
+One run = one task × seed × method. The agent acts in a single Meta-World pixel env; after each
+episode the reward model rewards it from its stored frames (so the replay can be relabelled),
+and the episode goes into an :class:`EpisodeReplay`. The agent updates every ``update_every``
+steps on n-step returns. Every ``eval_every`` steps (and at the end) it is evaluated without
+exploration noise over ``eval_episodes`` episodes: dense env return and success at any step.
+A non-finite loss or reward stops the run with a message; the last evaluated checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from genreward.agents.config import RLConfig
+from genreward.agents.replay import EpisodeReplay
+from genreward.envs.config import EnvConfig
+
+log = logging.getLogger(__name__)
+
+
+class OnlineAgent(Protocol):
+    """What the trainer needs from an agent (DrQ-v2 now; a DreamerV3 adapter would implement it)."""
+
+    def act(self, obs: np.ndarray, step: int, eval_mode: bool = False, rng: np.random.Generator | None = None) -> np.ndarray: ...
+
+    def update(self, obs, action, reward, next_obs, step: int, discount=None) -> dict[str, float]: ...
+
+
+class RLDiverged(RuntimeError):
+    """A non-finite loss or reward; the last good checkpoint is kept."""
+
+
+@dataclass
+class RunResult:
+    evals: list[dict] = field(default_factory=list)  # step, episode, return, success, ...
+    train: list[dict] = field(default_factory=list)  # one row per training episode
+    gif_frames: list[np.ndarray] = field(default_factory=list)  # [T, H, W, 3] per saved eval episode
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def make_agent(rl: RLConfig, obs_shape: tuple[int, int, int], device: str, fb_encoder=None):
+    from genreward.agents.drqv2 import DrQV2Agent, DrQV2Config
+
+    agent = DrQV2Agent(obs_shape, 4, DrQV2Config(feature_dim=rl.feature_dim, hidden_dim=rl.hidden_dim, lr=rl.lr,
+                                                 discount=rl.discount, std_start=rl.std_start, std_end=rl.std_end,
+                                                 std_steps=rl.std_steps), device)
+    if fb_encoder is not None:
+        init_encoder_from(agent.encoder, fb_encoder)
+    return agent
+
+
+def init_encoder_from(dst, src) -> None:
+    """Copy a single-frame encoder's weights into a frame-stacked one (first conv tiled over the
+    stack and divided by its length, so a static stack gives the same features)."""
+    import torch
+
+    sd, dd = src.state_dict(), dst.state_dict()
+    if sd.keys() != dd.keys():
+        raise ValueError("FB encoder and agent encoder have different architectures")
+    with torch.no_grad():
+        for k, v in sd.items():
+            if v.shape == dd[k].shape:
+                dd[k].copy_(v)
+            elif v.ndim == 4 and dd[k].shape[1] % v.shape[1] == 0 and v.shape[0] == dd[k].shape[0]:
+                reps = dd[k].shape[1] // v.shape[1]
+                dd[k].copy_(v.repeat(1, reps, 1, 1) / reps)
+            else:
+                raise ValueError(f"cannot map FB encoder weight {k} {list(v.shape)} to {list(dd[k].shape)}")
+    dst.load_state_dict(dd)
+
+
+def run_episode(env, policy: Callable[[np.ndarray], np.ndarray], seed: int, keep_rgb: bool = False,
+                after_step: Callable[[], None] | None = None):
+    """One whole episode. Returns frames uint8 [L+1,3,H,W], actions [L,4], env rewards [L],
+    success-any, and (optionally) upright RGB frames for a GIF. ``after_step`` runs after every
+    env step (the trainer's updates)."""
+    obs, _ = env.reset(seed=seed)
+    frames, actions, rewards, rgb = [obs["pixels"][-3:]], [], [], []
+    success, done = False, False
+    while not done:
+        a = policy(obs["pixels"])
+        obs, r, term, trunc, info = env.step(a)
+        frames.append(obs["pixels"][-3:])
+        actions.append(a)
+        rewards.append(r)
+        success = success or bool(info["success"])
+        done = term or trunc
+        if after_step is not None:
+            after_step()
+    frames = np.stack(frames)
+    if keep_rgb:
+        rgb = list(frames.transpose(0, 2, 3, 1))
+    return frames, np.stack(actions).astype(np.float32), np.asarray(rewards, np.float32), success, rgb
+
+
+def evaluate(agent, env, step: int, episodes: int, seed_base: int, gif_episodes: int = 0) -> tuple[dict, list]:
+    returns, successes, gifs = [], [], []
+    for i in range(episodes):
+        keep = i < gif_episodes
+        _, _, r, ok, rgb = run_episode(env, lambda o: agent.act(o[None], step, eval_mode=True)[0], seed_base + i, keep)
+        returns.append(float(r.sum()))
+        successes.append(bool(ok))
+        if keep:
+            gifs.append(np.stack(rgb))
+    row = {"step": step, "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+           "success_rate": float(np.mean(successes)), "episodes": episodes, "returns": returns}
+    return row, gifs
+
+
+def train(task: str, rl: RLConfig, env_cfg: EnvConfig, reward_model, seed: int, device: str, ckpt_dir: Path,
+          fb_encoder=None, progress: bool = False) -> RunResult:
+    import torch
+    from tqdm.auto import tqdm
+
+    from genreward.agents.checkpoint import save_checkpoint
+    from genreward.envs.metaworld_env import MetaWorldPixelEnv
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    L, stack, size = env_cfg.agent_steps, env_cfg.frame_stack, env_cfg.image_size
+    env = MetaWorldPixelEnv(task, env_cfg)
+    eval_env = MetaWorldPixelEnv(task, env_cfg)
+    agent = make_agent(rl, (3 * stack, size, size), device, fb_encoder)
+    capacity = min(rl.replay_episodes, -(-rl.steps // L))
+    replay = EpisodeReplay(capacity, L, (3, size, size), 4)
+    res = RunResult()
+    t_env = t_update = t_reward = t_eval = 0.0
+    step, episode, next_eval, n_updates = 0, 0, 0, 0
+    eval_seed = 1_000_000 + 10_000 * seed  # evaluation starts never overlap training starts
+
+    def do_eval(final: bool):
+        nonlocal t_eval
+        t0 = time.perf_counter()
+        row, gifs = evaluate(agent, eval_env, step, rl.eval_episodes, eval_seed, rl.gif_episodes if final else 0)
+        res.evals.append({"episode": episode, **row})
+        res.gif_frames = gifs or res.gif_frames
+        save_checkpoint(ckpt_dir, {"agent": agent}, None, {"step": step, "evals": res.evals})
+        t_eval += time.perf_counter() - t0
+        log.info("%s seed %d, step %d: eval return %.1f ± %.1f, success %.0f%%", task, seed, step,
+                 row["return_mean"], row["return_std"], 100 * row["success_rate"])
+
+    def policy(obs):
+        if step < rl.seed_steps:
+            return rng.uniform(-1, 1, 4).astype(np.float32)
+        return agent.act(obs[None], step, rng=rng)[0]
+
+    def after_step():
+        nonlocal step, n_updates, t_update
+        step += 1
+        if step < rl.seed_steps or replay.size == 0 or step % rl.update_every:
+            return
+        t1 = time.perf_counter()
+        b = replay.sample(rl.batch_size, rng, stack, rl.n_step, rl.discount)
+        m = agent.update(*(torch.as_tensor(b[k], device=device) for k in ("obs", "action", "reward", "next_obs")),
+                         step, discount=torch.as_tensor(b["discount"], device=device))
+        n_updates += 1
+        if not np.isfinite(m["critic_loss"]) or not np.isfinite(m["actor_loss"]):
+            raise RLDiverged(f"{task} {reward_model.method} seed {seed}: non-finite loss at step {step} ({m}); "
+                             f"the last good checkpoint (step {res.evals[-1]['step']}) is kept in {ckpt_dir}; "
+                             "lower rl.lr or check the reward scale")
+        t_update += time.perf_counter() - t1
+
+    bar = tqdm(total=rl.steps, desc=f"{task} {reward_model.method} s{seed}", unit="step", disable=not progress)
+    try:
+        while step < rl.steps:
+            if step >= next_eval:
+                do_eval(final=False)
+                next_eval += rl.eval_every
+            t0, u0 = time.perf_counter(), t_update
+            frames_a, actions_a, env_r, success, _ = run_episode(env, policy, seed * 1_000_003 + episode,
+                                                                 after_step=after_step)
+            t_env += time.perf_counter() - t0 - (t_update - u0)
+            bar.update(L)
+            t1 = time.perf_counter()
+            try:
+                er = reward_model.episode(frames_a, actions_a, env_r)
+            except FloatingPointError as e:
+                raise RLDiverged(f"{e}; the last good checkpoint is kept in {ckpt_dir}") from None
+            t_reward += time.perf_counter() - t1
+            replay.add(frames_a, actions_a, env_r, er.total)
+            res.train.append({"step": step, "episode": episode, "env_return": float(env_r.sum()),
+                              "reward_return": float(er.total.sum()), "success": bool(success),
+                              **{f"{k}_sum": float(v.sum()) for k, v in er.terms.items()}})
+            episode += 1
+        do_eval(final=True)
+    finally:
+        bar.close()
+        env.close()
+        eval_env.close()
+    res.timing = {"env_s": t_env, "update_s": t_update, "reward_s": t_reward, "eval_s": t_eval,
+                  "updates": n_updates, "agent_steps": step,
+                  "reward_share_of_step_and_update": t_reward / max(t_env + t_update, 1e-9)}
+    return res

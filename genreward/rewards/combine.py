@@ -1,0 +1,133 @@
+"""Combine the terms into the reward an agent learns from (PAPER.md Eq. 10).
+
+``RewardModel.episode(frames, actions, env_reward)`` rewards one episode from its stored frames:
+transition t (s_t, a_t -> s_{t+1}) gets
+
+    r_t = env_weight·r_env_t + [t+1 ≡ 0 mod Δt]·(α·r_video(window ending at s_{t+1}) + β·r_FB(s_t, a_t))
+
+(``frame_per_step``: β·r_FB on every step; the clip baseline: clip_weight·r_CLIP(s_{t+1}) every
+step). Because rewards are a function of stored frames only, :meth:`RewardModel.relabel` can
+re-reward a replay buffer with another model without collecting again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from genreward.rewards.config import METHOD_TERMS, RewardConfig
+from genreward.rewards.terms import CLIPReward, FrameReward, RewardInputError, VideoReward
+
+
+class RunningStats:
+    """Running mean / variance (Chan et al. parallel update) for per-term normalisation."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64).ravel()
+        if x.size == 0:
+            return
+        n, mean, m2 = x.size, float(x.mean()), float(((x - x.mean()) ** 2).sum())
+        delta, tot = mean - self.mean, self.n + n
+        self.mean += delta * n / tot
+        self.m2 += m2 + delta**2 * self.n * n / tot
+        self.n = tot
+
+    @property
+    def std(self) -> float:
+        return float(np.sqrt(self.m2 / self.n)) if self.n > 1 else 1.0
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, np.float64) - self.mean) / max(self.std, 1e-6)).astype(np.float32)
+
+    def state(self) -> dict:
+        return {"n": self.n, "mean": self.mean, "m2": self.m2}
+
+
+@dataclass
+class EpisodeReward:
+    total: np.ndarray  # float32 [L], what the agent learns from
+    terms: dict[str, np.ndarray] = field(default_factory=dict)  # raw (unweighted, unnormalised) terms, [L]
+
+
+class RewardModel:
+    """One method's reward: which terms, their weights, and (optionally) running normalisation."""
+
+    def __init__(self, method: str, cfg: RewardConfig, video: VideoReward | None = None,
+                 frame: FrameReward | None = None, clip: CLIPReward | None = None):
+        if method not in METHOD_TERMS:
+            raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHOD_TERMS)}")
+        self.method, self.cfg, self.terms = method, cfg, METHOD_TERMS[method]
+        self.video, self.frame, self.clip = video, frame, clip
+        for term in self.terms:
+            if getattr(self, term) is None:
+                raise ValueError(f"method {method!r} needs the {term} reward model")
+        self.stats = {t: RunningStats() for t in self.terms}
+
+    def reward_steps(self, length: int) -> np.ndarray:
+        """Transition indices t where the interval rewards are paid ((t+1) % Δt == 0)."""
+        return np.arange(self.cfg.interval - 1, length, self.cfg.interval)
+
+    def raw_terms(self, frames: np.ndarray, actions: np.ndarray) -> dict[str, np.ndarray]:
+        """Unweighted terms [L] (zero where a term is not paid) for one episode's frames [L+1, 3, H, W]."""
+        frames, actions = np.asarray(frames), np.asarray(actions, np.float32)
+        length = len(actions)
+        if len(frames) != length + 1:
+            raise RewardInputError(f"an episode of {length} actions needs {length + 1} frames, got {len(frames)}")
+        steps = self.reward_steps(length)
+        out: dict[str, np.ndarray] = {}
+        if "video" in self.terms:
+            r = np.zeros(length, np.float32)
+            if len(steps):
+                w = self.cfg.window
+                r[steps] = self.video.windows([frames[max(0, t + 2 - w) : t + 2] for t in steps])
+            out["video"] = r
+        if "frame" in self.terms:
+            r = np.zeros(length, np.float32)
+            idx = np.arange(length) if self.cfg.frame_per_step else steps
+            if len(idx):
+                r[idx] = self.frame.steps(frames[idx], actions[idx])
+            out["frame"] = r
+        if "clip" in self.terms:
+            out["clip"] = self.clip.steps(frames[1:])
+        return out
+
+    def paid_mask(self, term: str, length: int) -> np.ndarray:
+        mask = np.zeros(length, bool)
+        if term == "clip" or (term == "frame" and self.cfg.frame_per_step):
+            mask[:] = True
+        else:
+            mask[self.reward_steps(length)] = True
+        return mask
+
+    def combine(self, raw: dict[str, np.ndarray], env_reward: np.ndarray, update_stats: bool = True) -> np.ndarray:
+        cfg = self.cfg
+        env_reward = np.asarray(env_reward, np.float32)
+        total = cfg.env_weight * env_reward
+        weights = {"video": cfg.alpha, "frame": cfg.beta, "clip": cfg.clip_weight}
+        for term in self.terms:
+            x, mask = raw[term], self.paid_mask(term, len(env_reward))
+            if cfg.normalize:
+                if update_stats:
+                    self.stats[term].update(x[mask])
+                x = np.where(mask, self.stats[term].normalize(x), 0.0)
+            total = total + weights[term] * x
+        if not np.isfinite(total).all():
+            raise FloatingPointError(f"{self.method}: non-finite reward (terms: "
+                                     f"{ {k: bool(np.isfinite(v).all()) for k, v in raw.items()} })")
+        return total.astype(np.float32)
+
+    def episode(self, frames: np.ndarray, actions: np.ndarray, env_reward: np.ndarray,
+                update_stats: bool = True) -> EpisodeReward:
+        raw = self.raw_terms(frames, actions)
+        return EpisodeReward(self.combine(raw, env_reward, update_stats), raw)
+
+    def relabel(self, replay) -> int:
+        """Recompute every stored episode's rewards with this model (an :class:`EpisodeReplay`);
+        returns how many episodes were relabelled."""
+        for i in range(replay.size):
+            replay.reward[i] = self.episode(replay.obs[i], replay.action[i], replay.env_reward[i]).total
+        return replay.size

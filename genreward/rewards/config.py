@@ -1,0 +1,37 @@
+"""Reward configuration (``rewards:`` in params.yaml). No torch import."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Method = Literal["genreward", "video_only", "frame_only", "env_only", "clip_reward"]
+METHOD_TERMS: dict[str, tuple[str, ...]] = {
+    "genreward": ("video", "frame"),
+    "video_only": ("video",),
+    "frame_only": ("frame",),
+    "env_only": (),
+    "clip_reward": ("clip",),
+}
+
+
+class RewardConfig(BaseModel):
+    """r = env_weight·r_env + α·r_video + β·r_FB (+ γ_clip·r_CLIP for the baseline), PAPER.md Eq. 10.
+
+    The video and frame terms are paid every ``interval`` agent steps (Δt), the frame term every
+    step with ``frame_per_step``; ``normalize`` z-scores each term with running statistics
+    before weighting (the paper's raw scales differ by orders of magnitude).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(0.01, ge=0.0, description="weight of the video-level reward (paper code: 0.01)")
+    beta: float = Field(1e-5, ge=0.0, description="weight of the frame-level FB reward (paper code: 1e-5)")
+    clip_weight: float = Field(1.0, ge=0.0, description="weight of the per-step CLIP reward (clip_reward baseline)")
+    env_weight: float = Field(1.0, ge=0.0, description="weight of the env's dense reward (0: generated reward only)")
+    interval: int = Field(128, ge=1, description="Δt: agent steps between video/frame rewards")
+    window: int = Field(128, ge=2, description="agent steps in the video-reward window (subsampled to latents.num_frames)")
+    frame_per_step: bool = Field(False, description="pay the frame-level reward every step instead of every Δt")
+    normalize: bool = Field(False, description="running z-score of each generated term before weighting")
+

@@ -1,0 +1,116 @@
+"""Stage finetune_rl: online RL with GenReward rewards (and the baselines), per task × seed × method.
+
+inputs:  ``<data>/goal_latents/<task>.zarr`` (video reward), ``<data>/keyframes/<task>.zarr`` and
+         ``<data>/fb/`` (frame reward); only what the method needs is read
+outputs: ``<data>/rl/<task>/<method>/seed<k>/``: ``eval.parquet`` (one row per evaluation),
+         ``train.csv`` (one row per training episode), ``rollout.gif``, ``agent/`` (safetensors),
+         ``run.json`` (params, input hashes, final metrics, timing)
+A run is written to a hidden ``.seed<k>.partial`` folder and renamed when complete; a run that
+diverges stops with a message and leaves its last good checkpoint there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from genreward.config import Config
+from genreward.rewards.combine import RewardModel
+from genreward.rewards.config import METHOD_TERMS
+from genreward.store.artifacts import artifact_hash, open_artifact, read_array
+from genreward.store.atomic import replace_dir
+from genreward.store.hashing import hash_tree
+from genreward.store.provenance import code_version, runtime_info, utc_now
+
+log = logging.getLogger(__name__)
+
+
+def io_for(cfg: Config, task: str, method: str, seed: int) -> tuple[dict[str, Path], dict[str, Path]]:
+    d = cfg.store.data_dir
+    return ({"goal_latent": d / "goal_latents" / f"{task}.zarr", "keyframe": d / "keyframes" / f"{task}.zarr",
+             "fb": d / "fb"},
+            {"run": d / "rl" / task / method / f"seed{seed}"})
+
+
+def reward_model(cfg: Config, task: str, method: str, ins: dict[str, Path]) -> tuple[RewardModel, dict[str, str]]:
+    """The method's reward model, loading only the inputs its terms need; plus their hashes."""
+    terms, parts, hashes = METHOD_TERMS[method], {}, {}
+    device = cfg.resolve_device()
+    if "video" in terms:
+        from genreward.rewards.terms import VideoReward
+        from genreward.video.latents import encoder_from_config
+
+        latent = read_array(open_artifact(ins["goal_latent"], "goal_latents"), "latent", dtype=np.float32)
+        parts["video"] = VideoReward(encoder_from_config(cfg), latent)
+        hashes["goal_latent"] = artifact_hash(ins["goal_latent"])
+    if "frame" in terms:
+        from genreward.agents.fb import load_fb
+        from genreward.rewards.terms import FrameReward, to_agent_frame
+
+        if not (ins["fb"] / "meta.json").is_file():
+            raise FileNotFoundError(f"{ins['fb']}: no FB model; run `dvc repro pretrain_fb` first")
+        frame = read_array(open_artifact(ins["keyframe"], "keyframes"), "frame", ndim=3, dtype=np.uint8)
+        parts["frame"] = FrameReward(load_fb(ins["fb"], device), to_agent_frame(frame, cfg.env.image_size))
+        hashes["keyframe"], hashes["fb"] = artifact_hash(ins["keyframe"]), hash_tree(ins["fb"])
+    if "clip" in terms:
+        from genreward.rewards.terms import CLIPReward
+        from genreward.vision.clip import CLIPScorer
+
+        k = cfg.keyframes
+        parts["clip"] = CLIPReward(CLIPScorer(k.clip_model, k.clip_pretrained, device, k.batch_size),
+                                   [cfg.prompt(task), *k.extra_prompts])
+    return RewardModel(method, cfg.rewards, **parts), hashes
+
+
+def run_one(cfg: Config, task: str, method: str, seed: int, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
+    import pandas as pd
+
+    from genreward.agents.checkpoint import save_checkpoint
+    from genreward.agents.online import train
+    from genreward.video.io import write_gif
+
+    d_in, d_out = io_for(cfg, task, method, seed)
+    ins, out = {**d_in, **inputs}, {**d_out, **outputs}["run"]
+    rm, hashes = reward_model(cfg, task, method, ins)
+    fb_encoder = None
+    if cfg.rl.init_encoder_from_fb:
+        from genreward.agents.fb import load_fb
+
+        fb_encoder = load_fb(ins["fb"]).encoder
+        hashes.setdefault("fb", hash_tree(ins["fb"]))
+    partial = out.parent / f".{out.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)  # runs are not resumed: the replay is not checkpointed
+    partial.mkdir(parents=True)
+    res = train(task, cfg.rl, cfg.env, rm, seed, cfg.resolve_device(), partial / "agent", fb_encoder,
+                progress=cfg.runtime.progress)
+    evals = pd.DataFrame([{k: v for k, v in e.items() if k != "returns"} for e in res.evals])
+    evals.insert(0, "method", method), evals.insert(0, "task", task), evals.insert(2, "seed", seed)
+    evals.to_parquet(partial / "eval.parquet", index=False)
+    pd.DataFrame(res.train).to_csv(partial / "train.csv", index=False)
+    for i, frames in enumerate(res.gif_frames):
+        write_gif(partial / ("rollout.gif" if i == 0 else f"rollout_{i}.gif"), frames, fps=cfg.goal_video.fps, scale=2)
+    final = res.evals[-1]
+    summary = {"task": task, "method": method, "seed": seed, "final_return_mean": final["return_mean"],
+               "final_success_rate": final["success_rate"], "steps": final["step"], "timing": res.timing,
+               "reward_stats": {k: s.state() for k, s in rm.stats.items()}}
+    meta = {"kind": "rl_run", "complete": True, "created": utc_now(), "code": code_version(), "runtime": runtime_info(),
+            "params": cfg.section("rl", "rewards", "env", "latents", "seed"), "inputs": hashes, **summary}
+    (partial / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    replace_dir(partial, out)
+    log.info("%s %s seed %d: final return %.1f, success %.0f%%, reward overhead %.1f%% of step+update", task, method,
+             seed, final["return_mean"], 100 * final["success_rate"], 100 * res.timing["reward_share_of_step_and_update"])
+    return summary
+
+
+def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
+    out = {}
+    cfg.check_rl_tasks()
+    for task in cfg.rl.tasks:
+        for method in cfg.rl.methods:
+            for seed in cfg.rl.seeds:
+                out[f"{task}/{method}/seed{seed}"] = run_one(cfg, task, method, seed, inputs, outputs)
+    return out

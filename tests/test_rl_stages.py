@@ -1,0 +1,86 @@
+"""finetune_rl / evaluate stages: aggregation numbers, missing runs, reward-model wiring."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from .conftest import REPO
+
+
+def _cfg(tmp_path, *extra):
+    from genreward.config import load_config
+
+    return load_config(REPO / "params.yaml", overrides=[
+        f"store.data_dir={tmp_path / 'data'}", f"store.reports_dir={tmp_path / 'reports'}", "tasks=[reach-v3]",
+        "prompts.reach-v3=reach", "rl.tasks=[reach-v3]", "rl.methods=[genreward,env_only]", "rl.seeds=[0,1]", *extra])
+
+
+def _fake_run(root, method, seed, returns, success):
+    d = root / "data" / "rl" / "reach-v3" / method / f"seed{seed}"
+    d.mkdir(parents=True)
+    pd.DataFrame({"task": "reach-v3", "method": method, "seed": seed, "episode": range(len(returns)),
+                  "step": [0, 100, 200][: len(returns)], "return_mean": returns, "return_std": 0.0,
+                  "success_rate": success, "episodes": 2}).to_parquet(d / "eval.parquet")
+    (d / "run.json").write_text("{}")
+
+
+def test_evaluate_aggregates_seeds_into_curves_metrics_and_table(tmp_path):
+    from stages import evaluate
+
+    _fake_run(tmp_path, "genreward", 0, [1.0, 5.0, 9.0], [0, 0, 1])
+    _fake_run(tmp_path, "genreward", 1, [1.0, 3.0, 5.0], [0, 0, 0])
+    _fake_run(tmp_path, "env_only", 0, [1.0, 2.0, 3.0], [0, 0, 0])
+    cfg = _cfg(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"1 finetune_rl run\(s\) missing.*env_only/seed1"):
+        evaluate.run(cfg, {}, {})
+    _fake_run(tmp_path, "env_only", 1, [1.0, 4.0, 5.0], [0, 1, 1])
+    m = evaluate.run(cfg, {}, {})
+    g = m["reach-v3"]["genreward"]
+    assert g["return_mean"] == 7.0 and g["return_std"] == pytest.approx(np.std([9, 5], ddof=1)) and g["success_rate"] == 0.5
+    assert m["reach-v3"]["env_only"]["return_mean"] == 4.0 and g["seeds"] == 2 and g["steps"] == 200
+    assert json.loads((tmp_path / "reports/metrics.json").read_text()) == m
+    curve = pd.read_csv(tmp_path / "reports/curves/reach-v3/genreward.csv")
+    assert curve["step"].tolist() == [0, 100, 200] and curve["return_mean"].tolist() == [1.0, 4.0, 7.0]
+    table = (tmp_path / "reports/summary.md").read_text()
+    assert "| reach-v3 | 7.0 ± 2.8 (50%) | 4.0 ± 1.4 (50%) |" in table
+    assert (tmp_path / "reports/plots/reach-v3.png").stat().st_size > 1000
+
+
+def test_reward_model_loads_only_what_the_method_needs_and_names_missing_inputs(tmp_path):
+    from stages.finetune_rl import io_for, reward_model
+
+    cfg = _cfg(tmp_path)
+    ins, _ = io_for(cfg, "reach-v3", "env_only", 0)
+    rm, hashes = reward_model(cfg, "reach-v3", "env_only", ins)  # nothing on disk, nothing needed
+    assert rm.terms == () and hashes == {}
+    with pytest.raises(Exception, match="goal_latents/reach-v3.zarr"):
+        reward_model(cfg, "reach-v3", "video_only", ins)
+    with pytest.raises(FileNotFoundError, match="no FB model; run `dvc repro pretrain_fb`"):
+        reward_model(cfg, "reach-v3", "frame_only", ins)
+
+
+def test_profiles_cannot_set_the_rl_matrix_axes(tmp_path):
+    import yaml
+
+    from genreward.config import ConfigError, load_config
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profiles"]["paper"]["rl"]["seeds"] = [0, 1, 2]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"profiles.paper.rl.seeds: set rl.seeds at the top level"):
+        load_config(tmp_path / "p.yaml")
+    params["profiles"]["paper"]["rl"].pop("seeds")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"rl: tasks\[0\]: unknown task 'pick-plate-v3'"):
+        load_config(tmp_path / "p.yaml", overrides=["rl.tasks=[pick-plate-v3]"])
+    # Narrowing `tasks` is fine for other stages; the RL stages say what to fix.
+    cfg = load_config(tmp_path / "p.yaml", overrides=["tasks=[reach-v3]", "prompts.reach-v3=reach"])
+    from stages import evaluate, finetune_rl
+
+    for stage in (finetune_rl, evaluate):
+        with pytest.raises(ConfigError, match=r"rl.tasks: pick-place-v3 not in `tasks`.*set rl.tasks"):
+            stage.run(cfg, {}, {})
