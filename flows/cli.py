@@ -102,9 +102,16 @@ def config(
     profile: Optional[str] = ProfileOpt,
     overrides: Optional[List[str]] = SetOpt,
     section: Optional[str] = typer.Option(None, help="print one section only"),
+    resolve: Optional[Path] = typer.Option(None, help="write per-section resolved JSON files here (DVC deps)"),
 ) -> None:
-    """Validate params.yaml and print the resolved configuration as JSON."""
+    """Validate params.yaml and print the resolved configuration as JSON (or write its views)."""
     cfg = _config(params, profile, overrides)
+    if resolve is not None:
+        from genreward.config import write_resolved
+
+        files = write_resolved(cfg, resolve)
+        typer.echo(f"profile {cfg.profile}: {len(files)} resolved files in {resolve}/")
+        return
     data = cfg.model_dump(mode="json")
     if section:
         if section not in data:

@@ -21,7 +21,7 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Optional, Iterable, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -59,6 +59,7 @@ class RuntimeConfig(_Section):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     num_workers: int = Field(2, ge=1, le=512, description="worker processes for parallel stages")
     progress: bool = Field(True, description="progress bars on the terminal")
+    dask_address: Optional[str] = Field(None, description="Dask scheduler for the pipeline flow (null: a local cluster)")
 
     @field_validator("device")
     @classmethod
@@ -157,6 +158,46 @@ class Config(_Section):
 
 _TOP_KEYS = set(Config.model_fields) | {"profiles"}
 MATRIX_KEYS = ("tasks", "seeds", "methods")  # rl.* axes of the finetune_rl DVC matrix
+
+
+# -- resolved views (exact DVC deps) ----------------------------------------------------------
+def resolved_views(cfg: Config) -> dict[str, Any]:
+    """The selected profile's resolved values, split into the files DVC stages depend on.
+
+    ``<section>.json`` per config section, ``prompts/<task>.json`` per task, ``rl.json`` without
+    the matrix axes (those are in ``rl_runs.json``) and ``runtime.json`` without the progress bar
+    setting. A stage that depends on a view re-runs only when those values change — not when
+    another profile's overlay or an unrelated section is edited. ``store`` paths are not views.
+    """
+    data = cfg.model_dump(mode="json")
+    views: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in ("profile", "store", "prompts", "runtime", "rl"):
+            continue
+        views[f"{name}.json"] = value
+    for task in cfg.tasks:
+        views[f"prompts/{task}.json"] = cfg.prompt(task)
+    views["rl.json"] = {k: v for k, v in data["rl"].items() if k not in MATRIX_KEYS}
+    views["rl_runs.json"] = {k: data["rl"][k] for k in MATRIX_KEYS}
+    views["runtime.json"] = {k: v for k, v in data["runtime"].items() if k not in ("progress", "dask_address")}
+    return views
+
+
+def write_resolved(cfg: Config, folder: str | Path) -> list[Path]:
+    """Write :func:`resolved_views` under ``folder`` (replaced atomically; canonical JSON, so an
+    unchanged value keeps its bytes and DVC skips the stages that depend on it)."""
+    from genreward.store.atomic import atomic_dir
+    from genreward.store.hashing import canonical_json
+
+    folder = Path(folder)
+    written = []
+    with atomic_dir(folder) as tmp:
+        for rel, value in resolved_views(cfg).items():
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(canonical_json(value) + "\n")
+            written.append(folder / rel)
+    return written
 
 
 # -- loading -------------------------------------------------------------------------------

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -48,6 +50,7 @@ def test_cli_stage_rejects_bad_config_before_starting_prefect():
     assert "env_check" in res.stderr.split("valid: ")[1] and "generate_goal_videos" in res.stderr
 
 
+@pytest.mark.timeout(1500)
 def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     work = tmp_path / "proj"
     work.mkdir()
@@ -88,3 +91,19 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     second = subprocess.run([*dvc, "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert "Running stage" not in second.stdout, second.stdout
     assert second.returncode == 0 and "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
+
+    # Exact deps: an edit re-runs only the stages whose resolved values changed.
+    def edit_and_repro(change):
+        p = yaml.safe_load((work / "params.yaml").read_text())
+        change(p)
+        (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        res = subprocess.run([*dvc, "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        return set(re.findall(r"Running stage '([^']+)'", res.stdout))
+
+    rl_runs = {"finetune_rl@reach-v3-genreward-0", "finetune_rl@reach-v3-env_only-0", "evaluate"}
+    assert edit_and_repro(lambda p: p["profiles"]["paper"]["fb"].update(lr=3e-4)) == {"resolve_params"}
+    assert edit_and_repro(lambda p: p["rl"].update(lr=2e-4)) == {"resolve_params", *rl_runs}
+    chain = {"generate_goal_videos@reach-v3", "select_keyframes@reach-v3", "encode_goal_latents@reach-v3"}
+    assert edit_and_repro(lambda p: p["prompts"].update({"reach-v3": "a robot arm reaches the red target"})) == \
+        {"resolve_params", *chain, *rl_runs}

@@ -1,0 +1,104 @@
+"""Prefect deployments on a loopback server, and the Dask-backed sweep flow."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """A real `prefect server start --host 127.0.0.1` with its own database, torn down after."""
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_UI_ENABLED": "false"}
+    env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("prefect server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
+    yield env
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+    log.close()
+
+
+def _prefect(env, *args, timeout=300):
+    res = subprocess.run([str(BIN / "prefect"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, f"prefect {' '.join(args)}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+def test_deployment_runs_a_stage_on_a_loopback_server_with_overrides(prefect_server, tmp_path):
+    import zarr
+
+    env = prefect_server
+    _prefect(env, "work-pool", "create", "genreward-local", "--type", "process")
+    _prefect(env, "--no-prompt", "deploy", "--all")
+    data = tmp_path / "data"
+    params = {"task": "pick-place-v3",
+              "overrides": [f"store.data_dir={data}", "goal_video.num_frames=9", "goal_video.height=32",
+                            "goal_video.width=32", "runtime.progress=false"]}
+    run = _prefect(env, "deployment", "run", "generate-goal-videos/default", "--params", json.dumps(params))
+    assert "Created flow run" in run.stdout
+    worker = _prefect(env, "worker", "start", "--pool", "genreward-local", "--type", "process", "--run-once", timeout=600)
+    out = data / "goal_videos" / "pick-place-v3.zarr"
+    assert out.exists(), worker.stdout[-3000:] + worker.stderr[-3000:]
+    g = zarr.open_group(str(out), mode="r")
+    assert g["video"].shape == (9, 32, 32, 3)
+    meta = g.attrs["genreward"]
+    assert meta["complete"] and meta["params"]["goal_video"]["num_frames"] == 9  # the run's parameters, recorded
+    # The whole-pipeline deployment is registered too.
+    listing = _prefect(env, "deployment", "ls").stdout
+    assert "genreward-pipeline/default" in listing and "finetune-rl/default" in listing
+
+
+def test_rl_sweep_fans_out_on_a_dask_task_runner(tmp_path):
+    """tasks × methods × seeds through prefect-dask on a local Dask cluster (2 worker processes)."""
+    code = f"""
+import json
+from flows.pipeline import pipeline_flow
+m = pipeline_flow(params={str(REPO / 'params.yaml')!r}, rl_only=True, overrides=[
+    "store.data_dir={tmp_path / 'data'}", "store.reports_dir={tmp_path / 'reports'}", "tasks=[reach-v3]",
+    "prompts.reach-v3=reach", "rl.tasks=[reach-v3]", "rl.methods=[env_only]", "rl.seeds=[0,1]", "rl.steps=32",
+    "rl.seed_steps=16", "rl.batch_size=8", "rl.hidden_dim=32", "rl.eval_every=32", "rl.eval_episodes=1",
+    "env.image_size=32", "env.episode_length=16", "runtime.progress=false", "runtime.num_workers=2"])
+print("RESULT", json.dumps(m))
+"""
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    metrics = json.loads(res.stdout.split("RESULT ")[1])
+    assert metrics["reach-v3"]["env_only"]["seeds"] == 2 and metrics["reach-v3"]["env_only"]["steps"] == 32
+    for seed in (0, 1):
+        assert (tmp_path / "data" / "rl" / "reach-v3" / "env_only" / f"seed{seed}" / "eval.parquet").exists()
+    assert "Creating a new Dask cluster with `distributed.deploy.local.LocalCluster`" in res.stderr
+    assert res.stderr.count("Finished in state Completed") >= 3  # two runs + the report, as Prefect tasks
