@@ -69,7 +69,6 @@ def reward_model(cfg: Config, task: str, method: str, ins: dict[str, Path]) -> t
 def run_one(cfg: Config, task: str, method: str, seed: int, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     import pandas as pd
 
-    from genreward.agents.checkpoint import save_checkpoint
     from genreward.agents.online import train
     from genreward.video.io import write_gif
 
@@ -80,8 +79,11 @@ def run_one(cfg: Config, task: str, method: str, seed: int, inputs: dict[str, Pa
     if cfg.rl.init_encoder_from_fb:
         from genreward.agents.fb import load_fb
 
-        fb_encoder = load_fb(ins["fb"]).encoder
-        hashes.setdefault("fb", hash_tree(ins["fb"]))
+        if rm.frame is not None:  # the frame reward already loaded (and hashed) this FB model
+            fb_encoder = rm.frame.model.encoder
+        else:
+            fb_encoder = load_fb(ins["fb"]).encoder
+            hashes["fb"] = hash_tree(ins["fb"])
     partial = out.parent / f".{out.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)  # runs are not resumed: the replay is not checkpointed
     partial.mkdir(parents=True)

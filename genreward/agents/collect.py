@@ -75,7 +75,7 @@ def collect(
 
     stats = CollectStats()
     rng = np.random.default_rng([seed, writer.committed_episodes])
-    step_count = writer.committed_rows  # agent-step clock (for exploration-noise schedules)
+    step_count = writer.committed_rows  # the collector's clock: paces updates (explorers keep their own)
     k = writer.committed_episodes
     while k < plan.total:
         task_id = plan.task_id(k)

@@ -30,6 +30,12 @@ class DrQV2Config:
     std_clip: float = 0.3
     aug_pad: int = 4
 
+    @classmethod
+    def from_section(cls, section) -> "DrQV2Config":
+        """From a params section with the agent knobs (``exploration:`` or ``rl:``)."""
+        return cls(**{k: getattr(section, k) for k in
+                      ("feature_dim", "hidden_dim", "lr", "discount", "std_start", "std_end", "std_steps")})
+
 
 class Actor(nn.Module):
     def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int):

@@ -34,9 +34,7 @@ class RNDExplorer:
 
         torch.manual_seed(seed)
         self.cfg, self.frame_stack, self.device = cfg, frame_stack, device
-        self.agent = DrQV2Agent(obs_shape, 4, DrQV2Config(
-            feature_dim=cfg.feature_dim, hidden_dim=cfg.hidden_dim, lr=cfg.lr, discount=cfg.discount,
-            std_start=cfg.std_start, std_end=cfg.std_end, std_steps=cfg.std_steps), device)
+        self.agent = DrQV2Agent(obs_shape, 4, DrQV2Config.from_section(cfg), device)
         self.rnd = RND(self.agent.encoder.repr_dim, hidden_dim=cfg.hidden_dim, lr=cfg.lr).to(device)
         self._torch = torch
         self.horizon = horizon

@@ -48,9 +48,7 @@ class RunResult:
 def make_agent(rl: RLConfig, obs_shape: tuple[int, int, int], device: str, fb_encoder=None):
     from genreward.agents.drqv2 import DrQV2Agent, DrQV2Config
 
-    agent = DrQV2Agent(obs_shape, 4, DrQV2Config(feature_dim=rl.feature_dim, hidden_dim=rl.hidden_dim, lr=rl.lr,
-                                                 discount=rl.discount, std_start=rl.std_start, std_end=rl.std_end,
-                                                 std_steps=rl.std_steps), device)
+    agent = DrQV2Agent(obs_shape, 4, DrQV2Config.from_section(rl), device)
     if fb_encoder is not None:
         init_encoder_from(agent.encoder, fb_encoder)
     return agent

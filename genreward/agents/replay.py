@@ -286,6 +286,8 @@ class EpisodeReplay:
         self.env_reward = np.zeros((capacity_episodes, length), np.float32)
         self.reward = np.zeros((capacity_episodes, length), np.float32)
         self.size, self.next_slot, self.added = 0, 0, 0
+        # Flat row view for stack_frames: row = slot * (L+1) + t; each row's episode starts at its slot's row 0.
+        self._start_row = np.repeat(np.arange(capacity_episodes) * (length + 1), length + 1)
 
     @property
     def capacity(self) -> int:
@@ -303,9 +305,8 @@ class EpisodeReplay:
         return i
 
     def stacked(self, ep: np.ndarray, t: np.ndarray, frame_stack: int) -> np.ndarray:
-        idx = np.maximum(t[:, None] - np.arange(frame_stack - 1, -1, -1)[None, :], 0)
-        frames = self.obs[ep[:, None], idx]  # [B, k, 3, H, W]
-        return frames.reshape(len(ep), -1, *frames.shape[3:])
+        flat = self.obs.reshape(-1, *self.obs.shape[2:])
+        return stack_frames(lambda r: flat[r], self._start_row, ep * (self.length + 1) + t, frame_stack)
 
     def sample(self, batch_size: int, rng: np.random.Generator, frame_stack: int = 3, n_step: int = 1,
                discount: float = 0.99) -> dict[str, np.ndarray]:

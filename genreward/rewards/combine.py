@@ -77,17 +77,17 @@ class RewardModel:
         length = len(actions)
         if len(frames) != length + 1:
             raise RewardInputError(f"an episode of {length} actions needs {length + 1} frames, got {len(frames)}")
-        steps = self.reward_steps(length)
         out: dict[str, np.ndarray] = {}
         if "video" in self.terms:
             r = np.zeros(length, np.float32)
+            steps = np.flatnonzero(self.paid_mask("video", length))
             if len(steps):
                 w = self.cfg.window
                 r[steps] = self.video.windows([frames[max(0, t + 2 - w) : t + 2] for t in steps])
             out["video"] = r
         if "frame" in self.terms:
             r = np.zeros(length, np.float32)
-            idx = np.arange(length) if self.cfg.frame_per_step else steps
+            idx = np.flatnonzero(self.paid_mask("frame", length))
             if len(idx):
                 r[idx] = self.frame.steps(frames[idx], actions[idx])
             out["frame"] = r
@@ -96,6 +96,7 @@ class RewardModel:
         return out
 
     def paid_mask(self, term: str, length: int) -> np.ndarray:
+        """Where ``term`` is paid in an episode of ``length`` transitions (the one rule for it)."""
         mask = np.zeros(length, bool)
         if term == "clip" or (term == "frame" and self.cfg.frame_per_step):
             mask[:] = True
