@@ -51,7 +51,9 @@ def dag_flow(params: str = "params.yaml", profile: str | None = None, overrides:
     fb, keyframes, latents = None, {}, {}
     if not rl_only:
         stage_task.submit("env_check", *common)
-        videos = {t: stage_task.submit("generate_goal_videos", *common, task_name=t) for t in cfg.tasks}
+        domain = stage_task.submit("collect_domain_videos", *common)
+        model = stage_task.submit("adapt_video_model", *common, wait_for=[domain])
+        videos = {t: stage_task.submit("generate_goal_videos", *common, task_name=t, wait_for=[model]) for t in cfg.tasks}
         keyframes = {t: stage_task.submit("select_keyframes", *common, task_name=t, wait_for=[videos[t]]) for t in cfg.tasks}
         latents = {t: stage_task.submit("encode_goal_latents", *common, task_name=t, wait_for=[videos[t]]) for t in cfg.tasks}
         exploration = stage_task.submit("collect_exploration", *common)

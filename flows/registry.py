@@ -6,6 +6,8 @@ import importlib
 
 FLOWS: dict[str, str] = {
     "env_check": "flows.env_check:env_check_flow",
+    "collect_domain_videos": "flows.collect_domain_videos:collect_domain_videos_flow",
+    "adapt_video_model": "flows.adapt_video_model:adapt_video_model_flow",
     "generate_goal_videos": "flows.generate_goal_videos:generate_goal_videos_flow",
     "select_keyframes": "flows.select_keyframes:select_keyframes_flow",
     "encode_goal_latents": "flows.encode_goal_latents:encode_goal_latents_flow",

@@ -26,11 +26,12 @@ from typing import Any, Optional, Iterable, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from genreward.adapt.config import DomainVideoConfig, VideoModelConfig
 from genreward.agents.config import ExplorationConfig, FBConfig, RLConfig
 from genreward.rewards.config import RewardConfig
 from genreward.envs.config import EnvConfig
-from genreward.envs.tasks import PAPER_TASKS, UnknownTaskError, check_task
-from genreward.video.config import DEFAULT_PROMPTS, GoalVideoConfig, LatentConfig
+from genreward.envs.tasks import PAPER_TASKS, UnknownTaskError, check_task, check_task_texts
+from genreward.video.config import DEFAULT_PROMPTS, DiffusersConfig, GoalVideoConfig, LatentConfig
 from genreward.vision.config import KeyframeConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -83,6 +84,8 @@ class Config(_Section):
     runtime: RuntimeConfig = RuntimeConfig()
     env_check: EnvCheckConfig = EnvCheckConfig()
     prompts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS))
+    domain_videos: DomainVideoConfig = DomainVideoConfig()
+    video_model: VideoModelConfig = VideoModelConfig()
     goal_video: GoalVideoConfig = GoalVideoConfig()
     keyframes: KeyframeConfig = KeyframeConfig()
     latents: LatentConfig = LatentConfig()
@@ -94,14 +97,7 @@ class Config(_Section):
     @field_validator("prompts")
     @classmethod
     def _prompts(cls, v: dict[str, str]) -> dict[str, str]:
-        for task, prompt in v.items():
-            try:
-                check_task(task)
-            except UnknownTaskError as e:
-                raise ValueError(f"{task}: {e}") from None
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise ValueError(f"{task}: empty prompt")
-        return v
+        return check_task_texts(v, "prompt")
 
     @model_validator(mode="after")
     def _every_task_has_a_prompt(self) -> "Config":
@@ -109,6 +105,55 @@ class Config(_Section):
         if missing:
             raise ValueError(f"prompts: no prompt for {', '.join(missing)} (add `prompts: {{{missing[0]}: \"...\"}}`)")
         return self
+
+    @model_validator(mode="after")
+    def _every_task_has_a_caption(self) -> "Config":
+        """A task without a ``domain_videos.captions`` entry trains the video model on its goal prompt
+        (filled in here, so the resolved ``domain_videos`` values say what the model was trained on)."""
+        missing = {t: self.prompts[t] for t in self.tasks if t not in self.domain_videos.captions}
+        if missing:
+            dv = self.domain_videos.model_copy(update={"captions": {**self.domain_videos.captions, **missing}})
+            object.__setattr__(self, "domain_videos", dv)
+        return self
+
+    @model_validator(mode="after")
+    def _adapted_video_model(self) -> "Config":
+        d = self.goal_video.diffusers
+        if not d.use_adapted or self.goal_video.backend != "diffusers":
+            return self
+        mode = self.video_model.mode
+        if mode == "none":
+            raise ValueError("goal_video.diffusers.use_adapted: video_model.mode is none (nothing is adapted); "
+                             "set video_model.mode=from_scratch|lora or use_adapted=false")
+        if mode == "from_scratch":
+            gv, dv = self.goal_video, self.domain_videos
+            if (gv.num_frames, gv.height, gv.width) != (dv.num_frames, dv.height, dv.width):
+                raise ValueError(
+                    f"goal_video: the from-scratch video model is trained on {dv.num_frames}x{dv.height}x{dv.width} "
+                    f"clips (domain_videos.num_frames/height/width) but goal_video asks for "
+                    f"{gv.num_frames}x{gv.height}x{gv.width}; make them equal")
+            if d.mode != "t2v":
+                raise ValueError("goal_video.diffusers.mode: the from-scratch video model is text-to-video; set mode=t2v")
+        if mode == "lora" and d.lora is not None:
+            raise ValueError("goal_video.diffusers.lora: set either lora (your own weights) or use_adapted=true, not both")
+        return self
+
+    def video_model_dir(self) -> Path:
+        """Output folder of stage adapt_video_model."""
+        return self.store.data_dir / "video_model"
+
+    def diffusers_config(self) -> DiffusersConfig:
+        """``goal_video.diffusers`` with the adapted model filled in (``use_adapted``): the
+        from-scratch pipeline folder (and its text length) replaces ``model``; a LoRA is applied
+        on top of ``model``. What the goal-video generator and the latent VAE load."""
+        d = self.goal_video.diffusers
+        if not d.use_adapted:
+            return d
+        root = self.video_model_dir()
+        if self.video_model.mode == "from_scratch":
+            return d.model_copy(update={"model": str(root / "pipeline"), "revision": None,
+                                        "max_sequence_length": self.video_model.from_scratch.max_text_len})
+        return d.model_copy(update={"lora": root / "lora"})
 
     def check_rl_tasks(self) -> None:
         """RL stages only: every ``rl.tasks`` entry needs the goal video, key frame and latent of a

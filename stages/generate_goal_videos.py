@@ -53,7 +53,8 @@ def plan(cfg: Config, task: str):
     """(generator, spec, cache key) for ``task``; cheap: loads no model."""
     gv = cfg.goal_video
     device = cfg.resolve_device() if gv.backend == "diffusers" else "cpu"
-    generator = make_generator(gv, task, cfg.env, device=device, cache_dir=cfg.store.cache_dir, progress=cfg.runtime.progress)
+    generator = make_generator(gv, task, cfg.env, device=device, cache_dir=cfg.store.cache_dir, progress=cfg.runtime.progress,
+                               diffusers=cfg.diffusers_config())
     spec = make_spec(task, cfg.prompt(task), gv, cfg.env)
     return generator, spec, goal_video_cache(cfg).key(cache_inputs(generator, spec))
 

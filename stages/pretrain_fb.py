@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genreward.agents.fb import FBModel, TrainingDiverged, save_fb, train_fb
+from genreward.agents.checkpoint import TrainingDiverged
+from genreward.agents.fb import FBModel, save_fb, train_fb
 from genreward.agents.replay import ExplorationDataset
 from genreward.config import Config
 from genreward.store.artifacts import artifact_hash

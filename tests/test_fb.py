@@ -131,7 +131,8 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
-    from genreward.agents.fb import TrainingDiverged, train_fb
+    from genreward.agents.checkpoint import TrainingDiverged
+    from genreward.agents.fb import train_fb
 
     model = _small_model()
     train_fb(model, _sampler(), steps=10, ckpt_dir=tmp_path / "ck", every=10)

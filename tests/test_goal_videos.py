@@ -222,6 +222,7 @@ def test_stage_writes_artifact_previews_and_reuses_cache(tmp_path, tiny_models):
 
 def test_flow_uses_the_content_key_as_prefect_cache_key(tmp_path):
     args = ["stage", "generate_goal_videos", "--task", "reach-v3", "--set", "tasks=[reach-v3]",
+            "--set", "goal_video.backend=scripted",
             "--set", "prompts.reach-v3=a robot arm reaches the red target", "--set", "goal_video.num_frames=5",
             "--set", "goal_video.height=32", "--set", "goal_video.width=32",
             "--set", f"store.data_dir={tmp_path}/data", "--set", f"store.cache_dir={tmp_path}/cache"]

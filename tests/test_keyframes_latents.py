@@ -166,7 +166,8 @@ def test_stages_write_keyframes_plot_and_latents(tmp_path, expert_videos):
     from genreward.store import add_array, write_artifact
     from stages import encode_goal_latents, select_keyframes
 
-    cfg = load_config(REPO / "params.yaml", overrides=[f"store.data_dir={tmp_path}", "tasks=[pick-place-v3]"])
+    cfg = load_config(REPO / "params.yaml", overrides=[f"store.data_dir={tmp_path}", "tasks=[pick-place-v3]",
+                                                       "latents.vae=random"])
     with write_artifact(tmp_path / "goal_videos" / "pick-place-v3.zarr", "goal_video", attrs={"oracle": True}) as g:
         add_array(g, "video", expert_videos["pick-place-v3"])
     k = select_keyframes.run(cfg, {}, {})

@@ -65,7 +65,7 @@ def test_deployment_runs_a_stage_on_a_loopback_server_with_overrides(prefect_ser
     _prefect(env, "--no-prompt", "deploy", "--all")
     data = tmp_path / "data"
     params = {"task": "pick-place-v3",
-              "overrides": [f"store.data_dir={data}", "goal_video.num_frames=9", "goal_video.height=32",
+              "overrides": [f"store.data_dir={data}", "goal_video.backend=scripted", "goal_video.num_frames=9", "goal_video.height=32",
                             "goal_video.width=32", "runtime.progress=false"]}
     run = _prefect(env, "deployment", "run", "generate-goal-videos/default", "--params", json.dumps(params))
     assert "Created flow run" in run.stdout

@@ -63,7 +63,11 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     params["env_check"] = {"steps": 20, "thumbnail_size": 64}
     # A tiny profile: every stage of the DAG runs, in about a minute of work.
     params["env"].update(image_size=32, episode_length=32)
-    params["goal_video"].update(num_frames=9, height=32, width=32)
+    params["goal_video"].update(num_frames=9, height=32, width=32, steps=2)
+    params["domain_videos"]["captions"]["reach-v3"] = "a robot arm reaches the target"
+    params["domain_videos"].update(episodes_per_task=2, val_episodes_per_task=1, num_frames=9, height=32, width=32)
+    params["video_model"]["from_scratch"].update(vae_steps=2, steps=2, vae_channels=[8, 8, 8, 8], layers=1, batch_size=2)
+    params["video_model"].update(checkpoint_every=2, sample_every=2, eval_seeds=1)
     params["latents"].update(size=32, num_frames=8)
     params["exploration"].update(episodes_per_task=2, baseline_random_episodes=2, seed_steps=16, batch_size=16)
     params["fb"].update(z_dim=8, hidden_dim=32, batch_size=16, updates=10, checkpoint_every=5, log_every=5, holdout_fraction=0.5)
@@ -79,7 +83,8 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     first = subprocess.run([*dvc, "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (work / "data/env_check/thumbnails/reach-v3.png").exists()
-    for out in ("goal_videos/reach-v3.zarr", "keyframes/reach-v3.zarr", "goal_latents/reach-v3.zarr",
+    for out in ("domain_videos.zarr", "video_model/pipeline/model_index.json", "video_model_metrics.json",
+                "goal_videos/reach-v3.zarr", "keyframes/reach-v3.zarr", "goal_latents/reach-v3.zarr",
                 "exploration.zarr", "fb/weights.safetensors", "fb_metrics.json",
                 "rl/reach-v3/genreward/seed0/eval.parquet", "rl/reach-v3/env_only/seed0/rollout.gif"):
         assert (work / "data" / out).exists(), out

@@ -32,9 +32,14 @@ def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str,
 def save_checkpoint(folder: str | Path, modules: Mapping[str, torch.nn.Module],
                     optimizers: Mapping[str, torch.optim.Optimizer] | None = None, meta: Mapping[str, Any] | None = None) -> Path:
     tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
     for mname, module in modules.items():
         for key, value in module.state_dict().items():
-            tensors[f"{mname}/{key}"] = value.detach().cpu().contiguous()
+            t = value.detach().cpu().contiguous()
+            if t.untyped_storage().data_ptr() in seen:  # tied weights: safetensors stores no shared tensors
+                t = t.clone()
+            seen.add(t.untyped_storage().data_ptr())
+            tensors[f"{mname}/{key}"] = t
     opt_meta = {}
     for oname, opt in (optimizers or {}).items():
         t, m = _flatten_optimizer(oname, opt)
@@ -74,3 +79,46 @@ def load_checkpoint(folder: str | Path, modules: Mapping[str, torch.nn.Module],
             state.setdefault(int(pid), {})[key] = v
         opt.load_state_dict({"state": state, "param_groups": om["param_groups"]})
     return info["meta"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss; the last good checkpoint is kept."""
+
+
+def train_loop(update, steps: int, ckpt_dir: str | Path, modules: Mapping[str, torch.nn.Module],
+               optimizers: Mapping[str, torch.optim.Optimizer] | None = None, *, every: int = 500, log_every: int = 50,
+               progress: bool = False, desc: str = "train", hint: str = "", on_step=None,
+               device: str = "cpu") -> list[dict[str, Any]]:
+    """Run ``update(step) -> metrics`` for steps ``[start, steps)``, resumable.
+
+    Checkpoints (``modules``, ``optimizers``, step, logged history) go to ``ckpt_dir`` every
+    ``every`` updates and at the end; a call that finds a checkpoint there resumes from its
+    step (a finished one returns its history at once). ``update`` raises ``FloatingPointError``
+    on a non-finite loss: that becomes :class:`TrainingDiverged`, naming the step and the last
+    good checkpoint, which stays untouched. ``on_step(step_done)`` runs after every update
+    (sample GIFs, say).
+    """
+    from tqdm.auto import tqdm
+
+    ckpt_dir = Path(ckpt_dir)
+    start, history = 0, []
+    if (ckpt_dir / "meta.json").exists():
+        meta = load_checkpoint(ckpt_dir, modules, optimizers, device=device)
+        start, history = int(meta["step"]), list(meta.get("history", []))
+    last_good = start
+    for step in tqdm(range(start, steps), initial=start, total=steps, desc=desc, disable=not progress):
+        try:
+            metrics = update(step)
+        except FloatingPointError as e:
+            raise TrainingDiverged(
+                f"{desc} training diverged at update {step}: {e}. The last good checkpoint "
+                f"(update {last_good}) is kept in {ckpt_dir}" + (f"; {hint}" if hint else "")
+            ) from None
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            history.append({"step": step + 1, **metrics})
+        if (step + 1) % every == 0 or step + 1 == steps:
+            save_checkpoint(ckpt_dir, modules, optimizers, {"step": step + 1, "history": history})
+            last_good = step + 1
+        if on_step is not None:
+            on_step(step + 1)
+    return history

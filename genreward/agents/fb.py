@@ -226,10 +226,6 @@ def load_fb(folder, device: str = "cpu") -> FBModel:
     return model.eval()
 
 
-class TrainingDiverged(RuntimeError):
-    """Training produced a non-finite loss; the last good checkpoint is kept."""
-
-
 def fb_modules(model: FBModel) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
     return {"model": model}, {"fb": model.fb_opt, "actor": model.actor_opt}
 
@@ -242,30 +238,12 @@ def train_fb(model: FBModel, sample, steps: int, ckpt_dir, every: int = 500, log
     checkpoint there resumes from its step. A non-finite loss raises :class:`TrainingDiverged`
     and leaves the last good checkpoint untouched.
     """
-    from pathlib import Path
+    from genreward.agents.checkpoint import train_loop
 
-    from tqdm.auto import tqdm
-
-    from genreward.agents.checkpoint import load_checkpoint, save_checkpoint
-
-    ckpt_dir = Path(ckpt_dir)
     modules, opts = fb_modules(model)
-    start, history = 0, []
-    if (ckpt_dir / "meta.json").exists():
-        meta = load_checkpoint(ckpt_dir, modules, opts, device=model.device)
-        start, history = int(meta["step"]), list(meta.get("history", []))
-    for step in tqdm(range(start, steps), initial=start, total=steps, desc="FB", disable=not progress):
-        obs, action, next_obs = sample()
-        try:
-            metrics = model.update(obs, action, next_obs)
-        except FloatingPointError as e:
-            raise TrainingDiverged(
-                f"FB training diverged at update {step}: {e}. The last good checkpoint "
-                f"(update {start if not history else history[-1]['step']}) is kept in {ckpt_dir}; "
-                "lower fb.lr or check the data"
-            ) from None
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            history.append({"step": step + 1, **metrics})
-        if (step + 1) % every == 0 or step + 1 == steps:
-            save_checkpoint(ckpt_dir, modules, opts, {"step": step + 1, "history": history})
-    return history
+
+    def update(step: int) -> dict[str, float]:
+        return model.update(*sample())
+
+    return train_loop(update, steps, ckpt_dir, modules, opts, every=every, log_every=log_every, progress=progress,
+                      desc="FB", hint="lower fb.lr or check the data", device=str(model.device))

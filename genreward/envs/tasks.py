@@ -48,3 +48,16 @@ def check_task(name: str) -> str:
         f"unknown task {name!r}: {hint}valid: Meta-World v3 names such as "
         f"{', '.join(PAPER_TASKS)} (all {len(METAWORLD_V3_TASKS)} in genreward.envs.tasks)"
     )
+
+
+def check_task_texts(texts: dict[str, str], what: str = "prompt") -> dict[str, str]:
+    """Validate a task -> text mapping (goal prompts, training captions): known tasks, non-empty texts.
+    Raises ``ValueError`` naming the task."""
+    for task, text in texts.items():
+        try:
+            check_task(task)
+        except UnknownTaskError as e:
+            raise ValueError(f"{task}: {e}") from None
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{task}: empty {what}")
+    return texts

@@ -62,8 +62,22 @@ class TinyCogVideoXConfig:
     time_embed_dim: int = 8
     patch_size: int = 2
     max_text_len: int = 16
-    sample_size: int = 32  # pixels (square); sets the positional-embedding grid
+    sample_height: int = 32  # pixels; sets the positional-embedding grid
+    sample_width: int = 32
     sample_frames: int = 9
+
+    @classmethod
+    def from_section(cls, sc, num_frames: int, height: int, width: int) -> "TinyCogVideoXConfig":
+        """From ``video_model.from_scratch`` (:class:`genreward.adapt.config.ScratchConfig`) and the clip size."""
+        names = {f for f in cls.__dataclass_fields__} - {"sample_height", "sample_width", "sample_frames"}
+        return cls(**{n: getattr(sc, n) for n in names}, sample_height=height, sample_width=width, sample_frames=num_frames)
+
+
+# The scheduler settings of the released CogVideoX checkpoints (v-prediction, zero terminal SNR,
+# trailing timesteps); the from-scratch model is trained with the same objective.
+SCHEDULER_CONFIG = dict(prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
+                        clip_sample=False, set_alpha_to_one=True, beta_schedule="scaled_linear", beta_start=0.00085,
+                        beta_end=0.012, snr_shift_scale=3.0, num_train_timesteps=1000)
 
 
 def build_vae(cfg: TinyCogVideoXConfig | None = None):
@@ -75,7 +89,7 @@ def build_vae(cfg: TinyCogVideoXConfig | None = None):
     blocks = len(c.vae_channels)
     return AutoencoderKLCogVideoX(
         block_out_channels=c.vae_channels, latent_channels=c.latent_channels, layers_per_block=c.vae_layers_per_block,
-        norm_num_groups=c.vae_groups, temporal_compression_ratio=4, sample_height=c.sample_size, sample_width=c.sample_size,
+        norm_num_groups=c.vae_groups, temporal_compression_ratio=4, sample_height=c.sample_height, sample_width=c.sample_width,
         down_block_types=("CogVideoXDownBlock3D",) * blocks, up_block_types=("CogVideoXUpBlock3D",) * blocks,
     ).eval()
 
@@ -107,9 +121,9 @@ def build_cogvideox_pipeline(prompts: Iterable[str], mode: str = "t2v", cfg: Tin
         num_attention_heads=c.heads, attention_head_dim=c.head_dim,
         in_channels=c.latent_channels * (2 if mode == "i2v" else 1), out_channels=c.latent_channels,
         time_embed_dim=c.time_embed_dim, text_embed_dim=c.text_dim, num_layers=c.layers,
-        sample_width=c.sample_size // spatial, sample_height=c.sample_size // spatial, sample_frames=c.sample_frames,
+        sample_width=c.sample_width // spatial, sample_height=c.sample_height // spatial, sample_frames=c.sample_frames,
         patch_size=c.patch_size, temporal_compression_ratio=4, max_text_seq_length=c.max_text_len,
         use_rotary_positional_embeddings=True, dropout=0.0,
     ).eval()
     cls = CogVideoXImageToVideoPipeline if mode == "i2v" else CogVideoXPipeline
-    return cls(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=CogVideoXDDIMScheduler())
+    return cls(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=CogVideoXDDIMScheduler(**SCHEDULER_CONFIG))

@@ -34,6 +34,11 @@ class DiffusersConfig(_Section):
     lora_scale: float = Field(1.0, ge=0.0, le=4.0)
     max_sequence_length: int = Field(226, ge=1, le=4096)
     local_files_only: Optional[bool] = Field(None, description="None: true when HF_HUB_OFFLINE=1 or model is a local path")
+    use_adapted: bool = Field(
+        False,
+        description="use the output of stage adapt_video_model: its pipeline folder (video_model.mode=from_scratch) "
+        "replaces `model`, or its LoRA (mode=lora) is applied on top of `model`",
+    )
 
 
 class ScriptedConfig(_Section):

@@ -43,6 +43,11 @@ class DiffusersGenerator:
         self.progress = progress
         self.local = _is_local(cfg.model)
         self.model_path = Path(cfg.model).expanduser() if self.local else None
+        adapt_hint = "run stage adapt_video_model first (`dvc repro adapt_video_model` or `genreward stage adapt_video_model`)"
+        if cfg.use_adapted and self.local and not self.model_path.exists():
+            raise GenerationError(f"adapted video model not found at {self.model_path.resolve()}: {adapt_hint}")
+        if cfg.use_adapted and cfg.lora is not None and not Path(cfg.lora).exists():
+            raise GenerationError(f"adapted LoRA weights not found at {Path(cfg.lora).resolve()}: {adapt_hint}")
         if self.local and not self.model_path.exists():
             raise GenerationError(
                 f"video model folder not found: {self.model_path.resolve()} "

@@ -13,7 +13,7 @@ import numpy as np
 from genreward.store.artifacts import add_array, open_artifact, read_array, write_artifact
 from genreward.store.cache import ContentCache
 from genreward.video.base import GenerationError, GoalVideoGenerator, VideoSpec
-from genreward.video.config import GoalVideoConfig
+from genreward.video.config import DiffusersConfig, GoalVideoConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,10 @@ def make_spec(task: str, prompt: str, gv: GoalVideoConfig, env_cfg) -> VideoSpec
 
 
 def make_generator(gv: GoalVideoConfig, task: str, env_cfg, device: str = "cpu", cache_dir: Path | None = None,
-                   progress: bool = True) -> GoalVideoGenerator:
-    """The configured backend. Cheap: no model is loaded until ``generate`` is called."""
+                   progress: bool = True, diffusers: DiffusersConfig | None = None) -> GoalVideoGenerator:
+    """The configured backend. Cheap: no model is loaded until ``generate`` is called.
+
+    ``diffusers`` replaces ``gv.diffusers`` (``Config.diffusers_config()``: the adapted model filled in)."""
     if gv.backend == "scripted":
         from genreward.video.scripted import ScriptedGenerator
 
@@ -60,7 +62,7 @@ def make_generator(gv: GoalVideoConfig, task: str, env_cfg, device: str = "cpu",
         from genreward.video.diffusers_backend import DiffusersGenerator
 
         memo = None if cache_dir is None else Path(cache_dir) / "weight_hashes.json"
-        return DiffusersGenerator(gv.diffusers, device=device, memo_file=memo, progress=progress)
+        return DiffusersGenerator(diffusers or gv.diffusers, device=device, memo_file=memo, progress=progress)
     raise GenerationError(f"unknown goal_video.backend {gv.backend!r}")
 
 

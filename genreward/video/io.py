@@ -52,8 +52,12 @@ def validate_video(video, name: str = "video", min_frames: int = 1) -> np.ndarra
 
 def resample_frames(video: np.ndarray, num_frames: int) -> np.ndarray:
     """Uniformly pick ``num_frames`` frames (first and last kept); repeats frames if fewer."""
-    idx = np.round(np.linspace(0, len(video) - 1, num_frames)).astype(int)
-    return video[idx]
+    return video[resample_indices(len(video), num_frames)]
+
+
+def resample_indices(length: int, num_frames: int) -> np.ndarray:
+    """The frame indices :func:`resample_frames` picks from a video of ``length`` frames."""
+    return np.round(np.linspace(0, length - 1, num_frames)).astype(int)
 
 
 def resize_video(video: np.ndarray, height: int, width: int) -> np.ndarray:

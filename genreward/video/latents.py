@@ -121,7 +121,7 @@ class VideoLatentEncoder:
 
 def encoder_from_config(cfg) -> VideoLatentEncoder:
     """The run's latent encoder (``latents:``), shared by encode_goal_latents and the video reward."""
-    return VideoLatentEncoder.from_config(cfg.latents, cfg.goal_video.diffusers.model, device=cfg.resolve_device(),
+    return VideoLatentEncoder.from_config(cfg.latents, cfg.diffusers_config().model, device=cfg.resolve_device(),
                                           memo_file=cfg.store.cache_dir / "weight_hashes.json")
 
 
