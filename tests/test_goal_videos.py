@@ -202,6 +202,7 @@ def test_stage_writes_artifact_previews_and_reuses_cache(tmp_path, tiny_models):
         overrides=[
             f"store.data_dir={tmp_path}/data", f"store.cache_dir={tmp_path}/cache", "tasks=[pick-place-v3]",
             "goal_video.backend=diffusers", f"goal_video.diffusers.model={tiny_models['i2v']}", "goal_video.diffusers.mode=i2v",
+            "goal_video.diffusers.use_adapted=false",
             "goal_video.num_frames=9", "goal_video.height=32", "goal_video.width=32", "goal_video.steps=2",
             "goal_video.diffusers.max_sequence_length=16", "runtime.device=cpu", "runtime.progress=false",
         ],
