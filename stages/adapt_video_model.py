@@ -21,8 +21,6 @@ Training resumes from ``<data>/.video_model.partial/`` (checkpoints every ``chec
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import shutil
@@ -32,9 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from genreward.adapt.domain import TRAIN, VAL, DomainClips
+from genreward.agents.checkpoint import resume_dir
 from genreward.config import Config
 from genreward.store.artifacts import artifact_hash
-from genreward.store.atomic import atomic_dir, write_text_atomic
+from genreward.store.atomic import atomic_dir, write_csv_atomic, write_text_atomic
 from genreward.store.hashing import stable_hash
 from genreward.store.provenance import code_version
 from genreward.video.io import write_gif
@@ -50,13 +49,7 @@ def default_io(cfg: Config) -> tuple[dict[str, Path], dict[str, Path]]:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        rows = [{"step": 0, "loss": float("nan")}]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
+    write_csv_atomic(path, rows or [{"step": 0, "loss": float("nan")}])  # a phase that did not run: one NaN row
 
 
 def _strip(clips: list[np.ndarray]) -> np.ndarray:
@@ -70,28 +63,22 @@ class _Sampler:
         self.pipe, self.cfg, self.prompts, self.max_text_len, self.images = pipe, cfg, prompts, max_text_len, images
 
     def __call__(self, task_id: int, seed: int) -> np.ndarray:
-        import torch
-        from PIL import Image
+        from genreward.video.base import VideoSpec
+        from genreward.video.diffusers_backend import generate_with
 
         gv = self.cfg.goal_video
-        modules = [m for m in (self.pipe.transformer, self.pipe.text_encoder, self.pipe.vae)]
+        spec = VideoSpec(prompt=self.prompts[task_id], num_frames=gv.num_frames, height=gv.height, width=gv.width,
+                         seed=seed, steps=gv.steps, guidance=gv.guidance, negative_prompt=gv.negative_prompt,
+                         image=None if self.images is None else self.images[task_id])
+        modules = [self.pipe.transformer, self.pipe.text_encoder, self.pipe.vae]
         modes = [m.training for m in modules]
         for m in modules:
             m.eval()
-        kwargs = {}
-        if self.images is not None:
-            kwargs["image"] = Image.fromarray(self.images[task_id])
         try:
-            with torch.inference_mode():
-                out = self.pipe(prompt=self.prompts[task_id], negative_prompt=gv.negative_prompt or None,
-                                num_frames=gv.num_frames, height=gv.height, width=gv.width,
-                                num_inference_steps=gv.steps, guidance_scale=gv.guidance,
-                                max_sequence_length=self.max_text_len, output_type="np",
-                                generator=torch.Generator("cpu").manual_seed(seed), **kwargs).frames
+            return generate_with(self.pipe, spec, "t2v" if self.images is None else "i2v", self.max_text_len)
         finally:
             for m, t in zip(modules, modes):
                 m.train(t)
-        return (np.clip(np.asarray(out)[0], 0, 1) * 255).round().astype(np.uint8)
 
 
 def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
@@ -124,13 +111,8 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     params = cfg.section("video_model", "domain_videos")
     if vm.mode == "lora":
         params["goal_video.diffusers"] = cfg.goal_video.diffusers.model_dump(mode="json")
-    partial = outs["model"].parent / f".{outs['model'].name}.partial"
-    fingerprint = stable_hash({"params": params, "dataset": dataset_hash, "seed": vm.seed})
-    marker = partial / "fingerprint.txt"
-    if partial.exists() and (not marker.exists() or marker.read_text() != fingerprint):
-        shutil.rmtree(partial)  # another config or dataset: do not resume from it
-    partial.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint)
+    partial = resume_dir(outs["model"].parent / f".{outs['model'].name}.partial",
+                         stable_hash({"params": params, "dataset": dataset_hash, "seed": vm.seed}))
     for k in ("curves", "samples"):
         outs[k].mkdir(parents=True, exist_ok=True)
 
@@ -302,7 +284,7 @@ def _train_lora(cfg: Config, ds: DomainClips, train_video: np.ndarray, clip_prom
     for p in plist:  # LoRA weights train in fp32 even on a bf16 base
         p.data = p.data.float()
     opt = torch.optim.AdamW(plist, lr=lc.lr, weight_decay=0.0)
-    sample = batch_sampler(latents, first, clip_prompts, lc.batch_size, 0.1, vm.seed, image_cond=i2v)
+    sample = batch_sampler(latents, first, clip_prompts, lc.batch_size, lc.p_uncond, vm.seed, image_cond=i2v)
     gen = torch.Generator()
     max_text_len = base.max_sequence_length
 

@@ -12,8 +12,6 @@ between r_FB(s_t, a_t) and the steps left to the goal, averaged over episodes (g
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import shutil
@@ -21,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from genreward.agents.checkpoint import TrainingDiverged
+from genreward.agents.checkpoint import TrainingDiverged, resume_dir
 from genreward.agents.fb import FBModel, save_fb, train_fb
 from genreward.agents.replay import ExplorationDataset
 from genreward.config import Config
 from genreward.store.artifacts import artifact_hash
-from genreward.store.atomic import write_text_atomic
+from genreward.store.atomic import write_csv_atomic, write_text_atomic
 from genreward.store.hashing import stable_hash
 from genreward.viz import pyplot, save_figure
 
@@ -94,13 +92,8 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
                 torch.as_tensor(b["next_obs"], device=device))
 
     dataset_hash = artifact_hash(ins["dataset"])
-    partial = outs["model"].parent / f".{outs['model'].name}.partial"
-    fingerprint = stable_hash({"fb": fb.model_dump(mode="json"), "dataset": dataset_hash, "seed": cfg.seed})
-    marker = partial / "fingerprint.txt"
-    if partial.exists() and (not marker.exists() or marker.read_text() != fingerprint):
-        shutil.rmtree(partial)  # another config or dataset: do not resume from it
-    partial.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint)
+    partial = resume_dir(outs["model"].parent / f".{outs['model'].name}.partial",
+                         stable_hash({"fb": fb.model_dump(mode="json"), "dataset": dataset_hash, "seed": cfg.seed}))
     try:
         history = train_fb(model, sample, fb.updates, partial / "ckpt", every=fb.checkpoint_every,
                            log_every=fb.log_every, progress=cfg.runtime.progress)
@@ -113,11 +106,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     if len(held):
         metrics.update(goal_reaching(model, ds, held, fb.eval_stride))
     save_fb(outs["model"], model, {"dataset": dataset_hash, "params": cfg.section("fb"), "metrics": metrics})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    write_text_atomic(outs["curves"], buf.getvalue())
+    write_csv_atomic(outs["curves"], history)
     outs["plots"].mkdir(parents=True, exist_ok=True)
     plot_curves(history, outs["plots"] / "curves.png")
     write_text_atomic(outs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))

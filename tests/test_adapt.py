@@ -40,9 +40,8 @@ def domain(tmp_path_factory):
 
 def test_restored_frames_equal_live_renders():
     """The clip renderer restores recorded physics states: its frames are the live frames."""
-    from genreward.adapt.domain import expert_clip
     from genreward.envs.config import EnvConfig
-    from genreward.envs.experts import expert_policy, rollout
+    from genreward.envs.experts import expert_clip, expert_policy, rollout
     from genreward.envs.metaworld_env import MetaWorldPixelEnv
     from genreward.video.io import resample_indices
 

@@ -107,6 +107,7 @@ class LoraConfig(_Section):
     steps: int = Field(2000, ge=0, le=10_000_000)
     lr: float = Field(1e-4, gt=0, le=1.0)
     batch_size: int = Field(1, ge=1, le=1024)
+    p_uncond: float = Field(0.1, ge=0.0, le=1.0, description="prompt dropout (classifier-free guidance)")
     gradient_checkpointing: bool = True
 
 

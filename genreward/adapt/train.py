@@ -30,6 +30,14 @@ def clips_to_tensor(video: np.ndarray, device: str = "cpu", dtype=None):
     return x.to(dtype or torch.float32).div(127.5).sub(1.0)
 
 
+def _sample(posterior, generator):
+    """A reparameterised sample of a diagonal-Gaussian posterior, noise from ``generator`` (CPU)."""
+    import torch
+
+    mean = posterior.mean
+    return mean + posterior.std * torch.randn(mean.shape, generator=generator).to(mean.device, mean.dtype)
+
+
 def _check_finite(loss, what: str) -> None:
     if not bool(loss.isfinite()):
         raise FloatingPointError(f"non-finite {what} ({float(loss)})")
@@ -42,8 +50,7 @@ def vae_update(vae, opt, video: np.ndarray, kl_weight: float, generator, device:
 
     x = clips_to_tensor(video, device)
     posterior = vae.encode(x).latent_dist
-    z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(device)
-    recon = vae.decode(z).sample
+    recon = vae.decode(_sample(posterior, generator)).sample
     l1 = (recon - x).abs().mean()
     mse = ((recon - x) ** 2).mean()
     kl = posterior.kl().mean() / float(np.prod(x.shape[1:]))
@@ -78,10 +85,8 @@ def encode_clips(vae, video: np.ndarray, batch_size: int, device: str, seed: int
     with torch.no_grad():
         for i in range(0, len(video), batch_size):
             x = clips_to_tensor(video[i:i + batch_size], device, vae.dtype)
-            d = vae.encode(x).latent_dist
-            lats.append((d.mean + d.std * torch.randn(d.mean.shape, generator=g).to(device, d.mean.dtype)).float().cpu())
-            f = vae.encode(x[:, :, :1]).latent_dist
-            firsts.append((f.mean + f.std * torch.randn(f.mean.shape, generator=g).to(device, f.mean.dtype)).float().cpu())
+            lats.append(_sample(vae.encode(x).latent_dist, g).float().cpu())
+            firsts.append(_sample(vae.encode(x[:, :, :1]).latent_dist, g).float().cpu())
     lat = torch.cat(lats).permute(0, 2, 1, 3, 4) * scale
     first = torch.cat(firsts).permute(0, 2, 1, 3, 4) * scale
     return lat.contiguous(), first.contiguous()

@@ -81,6 +81,20 @@ def load_checkpoint(folder: str | Path, modules: Mapping[str, torch.nn.Module],
     return info["meta"]
 
 
+def resume_dir(partial: str | Path, fingerprint: str) -> Path:
+    """A resumable work folder for ``fingerprint`` (a hash of config + inputs): kept when its
+    marker matches, emptied otherwise, so a run never resumes from another config's checkpoints."""
+    import shutil
+
+    partial = Path(partial)
+    marker = partial / "fingerprint.txt"
+    if partial.exists() and (not marker.exists() or marker.read_text() != fingerprint):
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint)
+    return partial
+
+
 class TrainingDiverged(RuntimeError):
     """Training produced a non-finite loss; the last good checkpoint is kept."""
 

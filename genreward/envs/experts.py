@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from genreward.envs.tasks import check_task
+from genreward.video.io import resample_indices
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -80,3 +81,48 @@ def rollout(
         rewards=np.asarray(rewards, np.float32),
         successes=np.asarray(successes, bool),
     )
+
+
+def expert_clip(env, policy, seed: int, noise_std: float, num_frames: int, tail_frames: int) -> tuple[np.ndarray, bool, int]:
+    """One expert episode in ``env`` (a MetaWorldPixelEnv, frame_stack 1, action_repeat 1) from
+    the reset to ``tail_frames`` steps after the first success, uniformly resampled to
+    ``num_frames`` frames.
+
+    The episode is stepped without rendering (the physics state is recorded at every step);
+    only the kept frames are rendered, by restoring those states. Rendering 17 frames instead
+    of ~150 makes a clip several times cheaper, and the frames equal a live :func:`rollout`'s
+    (tested). Returns (video uint8 [num_frames, H, W, 3], success, env steps covered by the clip)."""
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    state = obs["state"]
+    raw = env.unwrapped_metaworld
+
+    def snapshot():  # everything rendering reads: joints and the mocap (hand target) bodies
+        d = raw.data
+        return d.qpos.copy(), d.qvel.copy(), d.mocap_pos.copy(), d.mocap_quat.copy()
+
+    states = [snapshot()]
+    first_success = None
+    limit = env.cfg.episode_length
+    for t in range(limit):
+        action = policy(state)
+        if noise_std > 0:
+            action = action + rng.normal(0.0, noise_std, size=action.shape).astype(np.float32)
+        state, _, _, _, info = raw.step(np.clip(action, -1.0, 1.0).astype(np.float32))
+        states.append(snapshot())
+        if info.get("success", 0.0) and first_success is None:
+            first_success = t + 1  # index of the frame after the successful step
+        if first_success is not None and t + 1 >= first_success + tail_frames:
+            break
+    end = len(states) if first_success is None else min(len(states), first_success + tail_frames + 1)
+    frames = []
+    reset_frame = obs["pixels"][-3:].transpose(1, 2, 0)  # rendered by reset, before any step
+    for i in resample_indices(end, num_frames):
+        if i == 0:
+            frames.append(reset_frame)
+            continue
+        qpos, qvel, mocap_pos, mocap_quat = states[i]
+        raw.data.mocap_pos[:], raw.data.mocap_quat[:] = mocap_pos, mocap_quat
+        raw.set_state(qpos, qvel)
+        frames.append(env.render())
+    return np.stack(frames), first_success is not None, end - 1

@@ -173,40 +173,49 @@ class DiffusersGenerator:
     # -- generation ------------------------------------------------------------------------
     def call_kwargs(self, spec: VideoSpec) -> dict[str, Any]:
         """The exact diffusers call for ``spec`` (also used by the direct-diffusers benchmark)."""
-        import torch
-
-        kwargs: dict[str, Any] = dict(
-            prompt=spec.prompt,
-            negative_prompt=spec.negative_prompt or None,
-            num_frames=spec.num_frames,
-            height=spec.height,
-            width=spec.width,
-            num_inference_steps=spec.steps,
-            guidance_scale=spec.guidance,
-            max_sequence_length=self.cfg.max_sequence_length,
-            output_type="np",
-            # CPU generator: the same initial noise on every device.
-            generator=torch.Generator(device="cpu").manual_seed(spec.seed),
-        )
-        if self.cfg.mode == "i2v":
-            if spec.image is None:
-                raise GenerationError("image-to-video needs a conditioning image (goal_video.condition=first_frame)")
-            from PIL import Image
-
-            kwargs["image"] = Image.fromarray(np.asarray(spec.image))
-        return kwargs
+        return call_kwargs(spec, self.cfg.mode, self.cfg.max_sequence_length)
 
     def generate(self, spec: VideoSpec) -> np.ndarray:
-        import torch
+        return generate_with(self.pipeline(), spec, self.cfg.mode, self.cfg.max_sequence_length)
 
-        pipe = self.pipeline()
-        with torch.inference_mode():
-            frames = pipe(**self.call_kwargs(spec)).frames
-        try:
-            video = validate_video(np.asarray(frames)[0], name="generated video")
-        except VideoError as e:
-            raise GenerationError(str(e)) from None
-        expected = (spec.num_frames, spec.height, spec.width, 3)
-        if video.shape != expected:
-            raise GenerationError(f"generated video has shape {video.shape}, expected {expected}")
-        return video
+
+def call_kwargs(spec: VideoSpec, mode: str, max_sequence_length: int) -> dict[str, Any]:
+    """Keyword arguments of a CogVideoX pipeline call for ``spec`` (``mode``: t2v | i2v)."""
+    import torch
+
+    kwargs: dict[str, Any] = dict(
+        prompt=spec.prompt,
+        negative_prompt=spec.negative_prompt or None,
+        num_frames=spec.num_frames,
+        height=spec.height,
+        width=spec.width,
+        num_inference_steps=spec.steps,
+        guidance_scale=spec.guidance,
+        max_sequence_length=max_sequence_length,
+        output_type="np",
+        # CPU generator: the same initial noise on every device.
+        generator=torch.Generator(device="cpu").manual_seed(spec.seed),
+    )
+    if mode == "i2v":
+        if spec.image is None:
+            raise GenerationError("image-to-video needs a conditioning image (goal_video.condition=first_frame)")
+        from PIL import Image
+
+        kwargs["image"] = Image.fromarray(np.asarray(spec.image))
+    return kwargs
+
+
+def generate_with(pipe, spec: VideoSpec, mode: str, max_sequence_length: int) -> np.ndarray:
+    """Run ``pipe`` (a loaded or in-training CogVideoX pipeline) for ``spec``: uint8 [T,H,W,3], validated."""
+    import torch
+
+    with torch.inference_mode():
+        frames = pipe(**call_kwargs(spec, mode, max_sequence_length)).frames
+    try:
+        video = validate_video(np.asarray(frames)[0], name="generated video")
+    except VideoError as e:
+        raise GenerationError(str(e)) from None
+    expected = (spec.num_frames, spec.height, spec.width, 3)
+    if video.shape != expected:
+        raise GenerationError(f"generated video has shape {video.shape}, expected {expected}")
+    return video

@@ -14,7 +14,6 @@ import numpy as np
 from genreward.envs.config import EnvConfig
 from genreward.video.base import GenerationError, VideoSpec
 from genreward.video.config import ScriptedConfig
-from genreward.video.io import resample_frames
 
 
 class ScriptedGenerator:
@@ -41,7 +40,7 @@ class ScriptedGenerator:
         return {**self.identity(), "oracle": True, "note": "scripted-expert rollout, not generated from the prompt"}
 
     def generate(self, spec: VideoSpec) -> np.ndarray:
-        from genreward.envs.experts import expert_policy, rollout
+        from genreward.envs.experts import expert_clip, expert_policy
         from genreward.envs.metaworld_env import MetaWorldPixelEnv
 
         if spec.task is None:
@@ -49,9 +48,8 @@ class ScriptedGenerator:
         env_cfg = self.env_cfg.model_copy(update={"frame_stack": 1, "action_repeat": 1, "randomize": True})
         env = MetaWorldPixelEnv(spec.task, env_cfg, seed=spec.seed, render_size=(spec.height, spec.width))
         try:
-            ep = rollout(env, expert_policy(spec.task), seed=spec.seed, noise_std=self.cfg.noise_std)
+            video, self.last_success, _ = expert_clip(env, expert_policy(spec.task), spec.seed, self.cfg.noise_std,
+                                                      spec.num_frames, self.cfg.tail_frames)
         finally:
             env.close()
-        self.last_success = ep.success
-        end = len(ep.frames) if ep.first_success is None else min(len(ep.frames), ep.first_success + 2 + self.cfg.tail_frames)
-        return resample_frames(ep.frames[:end], spec.num_frames)
+        return video
