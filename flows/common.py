@@ -19,11 +19,13 @@ def load_run_config(params: str = "params.yaml", profile: str | None = None, ove
 
 
 @task(name="run-stage")
-def run_stage(stage: str, cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict[str, Any]:
+def run_stage(stage: str, cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path],
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``stages.<stage>.run(cfg, inputs, outputs, **extra)``."""
     module = importlib.import_module(f"stages.{stage}")
     logger = get_run_logger()
     logger.info("stage %s: profile=%s outputs=%s", stage, cfg.profile, {k: str(v) for k, v in outputs.items()})
-    return module.run(cfg, inputs, outputs)
+    return module.run(cfg, inputs, outputs, **(extra or {}))
 
 
 def run_per_task_stage(stage: str, params: str, profile: str | None, overrides: list[str] | None,

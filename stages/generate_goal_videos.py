@@ -12,6 +12,7 @@ seed, frames, size, steps, guidance). A hit loads no model.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -89,11 +90,16 @@ def write_outputs(cfg: Config, task: str, result: CachedVideo, outputs: dict[str
     write_mp4(outputs["mp4"], result.video, fps=gv.fps)
 
 
-def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
+def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path],
+        generated: dict[str, float] | None = None) -> dict:
+    """``generated`` (task -> seconds): videos the caller generated into the cache just before, in
+    the same run (the flow's cached Prefect task); they are recorded as new, not as cache hits."""
     cache = goal_video_cache(cfg)
     summary = {}
     for task in cfg.tasks:
         result = generate_task(cfg, task, cache)
+        if generated and task in generated and result.hit:
+            result = dataclasses.replace(result, hit=False, seconds=generated[task])
         task_out = task_paths(outputs, task, outputs_for(cfg, task))
         write_outputs(cfg, task, result, task_out)
         summary[task] = {"cache_key": result.key, "cache_hit": result.hit, "generation_seconds": result.seconds,

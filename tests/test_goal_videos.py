@@ -232,9 +232,14 @@ def test_flow_uses_the_content_key_as_prefect_cache_key(tmp_path):
     key = json.loads(first.stdout[first.stdout.index("{"):])["reach-v3"]["cache_key"]
     assert f"goal video {key[:12]} (generated in" in first.stderr
     assert (tmp_path / "cache" / "prefect-results" / f"goal-video-{key}").exists()
+    artifact = tmp_path / "data/goal_videos/reach-v3.zarr"
+    attrs = dict(open_artifact(artifact, "goal_video").attrs)  # the flow generated it: recorded as new
+    assert attrs["cache_hit"] is False and attrs["generation_seconds"] > 0 and attrs["cache_key"] == key
     second = run_cli(*args)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Finished in state Cached" in second.stderr and f"goal video {key[:12]} (cache hit)" in second.stderr
+    attrs = dict(open_artifact(artifact, "goal_video").attrs)
+    assert attrs["cache_hit"] is True and attrs["generation_seconds"] == 0
     # A removed entry is rebuilt even though Prefect still holds a record for the key.
     rm = run_cli("cache", "rm", f"goal_videos/{key[:8]}", "--root", str(tmp_path / "cache"))
     assert rm.returncode == 0

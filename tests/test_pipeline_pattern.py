@@ -82,6 +82,9 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     subprocess.run([*dvc, "init", "-q"], cwd=work, check=True, env=env, capture_output=True)
     first = subprocess.run([*dvc, "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    # Every CogVideoX pipeline construction logs this line (through Prefect's logger).
+    loaded = "loaded CogVideoXPipeline from"
+    assert (first.stdout + first.stderr).count(loaded) >= 1  # the goal video was generated: the counter counts
     assert (work / "data/env_check/thumbnails/reach-v3.png").exists()
     for out in ("domain_videos.zarr", "video_model/pipeline/model_index.json", "video_model_metrics.json",
                 "goal_videos/reach-v3.zarr", "keyframes/reach-v3.zarr", "goal_latents/reach-v3.zarr",
@@ -112,3 +115,32 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     chain = {"generate_goal_videos@reach-v3", "select_keyframes@reach-v3", "encode_goal_latents@reach-v3"}
     assert edit_and_repro(lambda p: p["prompts"].update({"reach-v3": "a robot arm reaches the red target"})) == \
         {"resolve_params", *chain, *rl_runs}
+
+    # Experiments reuse every goal video: `dvc exp run -S` sweeps over RL knobs build no video pipeline,
+    # and going back to an earlier prompt restores its goal video from DVC's run-cache.
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    video = work / "data/goal_videos/reach-v3.zarr"
+    tree = lambda: {f.relative_to(video): f.read_bytes() for f in sorted(video.rglob("*")) if f.is_file()}
+
+    def exp_run(*sets):
+        args = [a for s in sets for a in ("-S", s)]
+        res = subprocess.run([*dvc, "exp", "run", *args], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        out = res.stdout + res.stderr
+        return set(re.findall(r"Running stage '([^']+)'", res.stdout)), out.count(loaded), out.count("goal video generated in")
+
+    before = tree()
+    restored, loads, generated = exp_run("prompts.reach-v3=a robot arm reaches the target")
+    assert loads == 0 and generated == 0, "a prompt seen before must not build a pipeline"
+    # Prompt and rl.lr as in an earlier run: every stage's outputs come back from the run-cache.
+    assert restored == {"resolve_params", "evaluate"}, restored
+    first_video = tree()
+    assert first_video != before  # it is the first prompt's video again, not the edited prompt's
+    for lr in ("0.0003", "0.0005"):
+        ran, loads, generated = exp_run(f"rl.lr={lr}")
+        assert ran == {"resolve_params", *rl_runs} and loads == 0 and generated == 0
+        assert tree() == first_video
+    exps = subprocess.run([*dvc, "exp", "show", "--csv", "--only-changed"], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert exps.returncode == 0 and "0.0003" in exps.stdout and "0.0005" in exps.stdout, exps.stdout[-2000:]
