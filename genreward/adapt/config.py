@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from genreward.video.config import DEFAULT_PROMPTS
+from genreward.video.config import DEFAULT_PROMPTS, check_cogvideox_shape
 
 
 class _Section(BaseModel):
@@ -50,10 +50,7 @@ class DomainVideoConfig(_Section):
 
     @model_validator(mode="after")
     def _shape(self) -> "DomainVideoConfig":
-        if (self.num_frames - 1) % 8:
-            raise ValueError(f"num_frames={self.num_frames}: CogVideoX needs 8k+1 frames (9, 17, 25, ..., 49)")
-        if self.height % 16 or self.width % 16:
-            raise ValueError(f"height/width {self.height}x{self.width}: CogVideoX needs multiples of 16")
+        check_cogvideox_shape(self.num_frames, self.height, self.width)
         return self
 
 

@@ -54,6 +54,14 @@ class FileConfig(_Section):
     paths: dict[str, Path] = Field(default_factory=dict)
 
 
+def check_cogvideox_shape(num_frames: int, height: int, width: int) -> None:
+    """The clip shapes CogVideoX accepts: 8k+1 frames, height and width multiples of 16."""
+    if (num_frames - 1) % 8:
+        raise ValueError(f"num_frames={num_frames}: CogVideoX needs 8k+1 frames (9, 17, 25, ..., 49)")
+    if height % 16 or width % 16:
+        raise ValueError(f"height/width {height}x{width}: CogVideoX needs multiples of 16")
+
+
 class GoalVideoConfig(_Section):
     backend: Literal["diffusers", "scripted", "file"] = "scripted"
     num_frames: int = Field(17, ge=2, le=1024)
@@ -74,10 +82,7 @@ class GoalVideoConfig(_Section):
     @model_validator(mode="after")
     def _check(self) -> "GoalVideoConfig":
         if self.backend == "diffusers":
-            if (self.num_frames - 1) % 8:
-                raise ValueError(f"num_frames={self.num_frames}: CogVideoX needs 8k+1 frames (9, 17, 25, ..., 49)")
-            if self.height % 16 or self.width % 16:
-                raise ValueError(f"height/width {self.height}x{self.width}: CogVideoX needs multiples of 16")
+            check_cogvideox_shape(self.num_frames, self.height, self.width)
         return self
 
 
