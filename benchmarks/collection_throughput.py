@@ -21,9 +21,11 @@ import numpy as np
 def raw_rate(task: str, size: int, steps: int) -> float:
     from env_throughput import raw_env, time_raw  # same directory: the one raw baseline
 
+    from genreward.envs.config import ACTION_DIM
+
     env = raw_env(task, size, "corner", fast=True)
     try:
-        return time_raw(env, np.random.default_rng(0).uniform(-1, 1, (steps, 4)).astype(np.float32))
+        return time_raw(env, np.random.default_rng(0).uniform(-1, 1, (steps, ACTION_DIM)).astype(np.float32))
     finally:
         env.close()
 
@@ -38,8 +40,8 @@ def main() -> None:
 
     from genreward.agents.collect import Plan, collect
     from genreward.agents.explore import RandomExplorer
-    from genreward.agents.replay import EpisodeWriter
     from genreward.envs import EnvConfig
+    from genreward.store.episodes import EpisodeWriter
 
     single = raw_rate(args.task, args.size, 512)
     env_cfg = EnvConfig(image_size=args.size)
@@ -48,11 +50,22 @@ def main() -> None:
         writer = EpisodeWriter(Path(d) / "bench.zarr", {"bench": 1})
         t0 = time.perf_counter()
         explorer = RandomExplorer()
-        stats = collect(writer, lambda task_id: (explorer, None), Plan([args.task], episodes), env_cfg, args.workers, seed=0, update_every=1)
+        stats = collect(
+            writer,
+            lambda task_id: (explorer, None),
+            Plan([args.task], episodes),
+            env_cfg,
+            args.workers,
+            seed=0,
+            update_every=1,
+        )
         wall = time.perf_counter() - t0
     ours = stats.env_steps / wall
     print(f"{args.task}, {args.size}px, {args.workers} workers, {episodes} episodes x 256 steps (incl. env start-up)")
-    print(f"raw step+render, 1 process: {single:.1f} steps/s -> ideal {args.workers} x = {args.workers * single:.1f} steps/s")
+    print(
+        f"raw step+render, 1 process: {single:.1f} steps/s -> ideal "
+        f"{args.workers} x = {args.workers * single:.1f} steps/s"
+    )
     print(f"collector (random policy, Zarr writes): {ours:.1f} steps/s")
     print(f"ratio vs workers x single-process raw: {ours / (args.workers * single):.3f}  (goal >= 0.9)")
 

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from genreward.envs import EnvConfig, PAPER_TASKS
-from genreward.envs import gl
+from genreward.envs import PAPER_TASKS, EnvConfig, gl
+from genreward.envs.config import ACTION_DIM
 
 
 def raw_env(task: str, size: int, camera: str, fast: bool):
@@ -64,7 +64,7 @@ def main() -> None:
     print(f"{'task':<22}{'wrapper':>10}{'raw same':>10}{'raw dflt':>10}{'ratio same':>12}{'ratio dflt':>12}")
     ratios_same, ratios_default = [], []
     for task in args.tasks:
-        actions = np.random.default_rng(0).uniform(-1, 1, (args.steps, 4)).astype(np.float32)
+        actions = np.random.default_rng(0).uniform(-1, 1, (args.steps, ACTION_DIM)).astype(np.float32)
         ours = MetaWorldPixelEnv(task, EnvConfig(image_size=args.size), seed=0)
         same = raw_env(task, args.size, "corner", fast=True)
         dflt = raw_env(task, args.size, "corner", fast=False)
@@ -79,7 +79,9 @@ def main() -> None:
         ratios_same.append(wm / sm)
         ratios_default.append(wm / dm)
         print(f"{task:<22}{wm:>10.1f}{sm:>10.1f}{dm:>10.1f}{wm / sm:>12.3f}{wm / dm:>12.3f}")
-    print(f"geometric mean ratio vs raw (same render settings): {np.exp(np.mean(np.log(ratios_same))):.3f}  (goal >= 0.9)")
+    print(
+        f"geometric mean ratio vs raw (same render settings): {np.exp(np.mean(np.log(ratios_same))):.3f}  (goal >= 0.9)"
+    )
     print(f"geometric mean ratio vs raw (Meta-World defaults):  {np.exp(np.mean(np.log(ratios_default))):.3f}")
 
 

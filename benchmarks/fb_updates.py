@@ -30,19 +30,31 @@ def main() -> None:
     import torch
 
     from genreward.agents.config import FBConfig
-    from genreward.agents.fb import FBModel
-    from genreward.agents.replay import Episode, EpisodeWriter, ExplorationDataset
+    from genreward.agents.fb import FBAgent
+    from genreward.envs.config import ACTION_DIM, STATE_DIM
+    from genreward.store.episodes import Episode, EpisodeWriter, ExplorationDataset
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as d:
         w = EpisodeWriter(Path(d) / "ds.zarr", {"bench": 1})
         for _ in range(8):
-            w.append(Episode(obs=rng.integers(0, 256, (257, 3, args.size, args.size), dtype=np.uint8),
-                             state=np.zeros((257, 39), np.float32), action=rng.uniform(-1, 1, (256, 4)).astype(np.float32),
-                             success=np.zeros(257, bool), task_id=0))
+            w.append(
+                Episode(
+                    obs=rng.integers(0, 256, (257, 3, args.size, args.size), dtype=np.uint8),
+                    state=np.zeros((257, STATE_DIM), np.float32),
+                    action=rng.uniform(-1, 1, (256, ACTION_DIM)).astype(np.float32),
+                    success=np.zeros(257, bool),
+                    task_id=0,
+                )
+            )
         w.finish({})
         ds = ExplorationDataset(Path(d) / "ds.zarr", in_memory=True)
-        model = FBModel((3, args.size, args.size), 4, FBConfig(z_dim=args.z, hidden_dim=args.hidden, batch_size=args.batch), args.device)
+        agent = FBAgent(
+            (3, args.size, args.size),
+            ACTION_DIM,
+            FBConfig(z_dim=args.z, hidden_dim=args.hidden, batch_size=args.batch),
+            args.device,
+        )
 
         def batch():
             b = ds.sample(args.batch, rng, frame_stack=1)
@@ -53,16 +65,16 @@ def main() -> None:
                 torch.cuda.synchronize()
 
         fixed = batch()
-        model.update(*fixed)
+        agent.update(*fixed)
         sync()
         t0 = time.perf_counter()
         for _ in range(args.iters):
-            model.update(*fixed)
+            agent.update(*fixed)
         sync()
         excl = args.iters / (time.perf_counter() - t0)
         t0 = time.perf_counter()
         for _ in range(args.iters):
-            model.update(*batch())
+            agent.update(*batch())
         sync()
         incl = args.iters / (time.perf_counter() - t0)
     print(f"FB d={args.z} hidden={args.hidden} batch={args.batch} {args.size}px on {args.device}")

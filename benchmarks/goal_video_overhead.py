@@ -46,11 +46,20 @@ def main() -> None:
         model = tempfile.mkdtemp()
         build_cogvideox_pipeline(DEFAULT_PROMPTS.values(), args.mode).save_pretrained(model)
         seq = 16
-    gen = DiffusersGenerator(DiffusersConfig(model=model, mode=args.mode, dtype=args.dtype, max_sequence_length=seq),
-                             device=args.device, progress=False)
+    gen = DiffusersGenerator(
+        DiffusersConfig(model=model, mode=args.mode, dtype=args.dtype, max_sequence_length=seq, use_adapted=False),
+        device=args.device,
+        progress=False,
+    )
     image = np.zeros((args.height, args.width, 3), np.uint8) if args.mode == "i2v" else None
-    spec = VideoSpec(prompt=DEFAULT_PROMPTS["pick-place-v3"], num_frames=args.frames, height=args.height,
-                     width=args.width, steps=args.steps, image=image)
+    spec = VideoSpec(
+        prompt=DEFAULT_PROMPTS["pick-place-v3"],
+        num_frames=args.frames,
+        height=args.height,
+        width=args.width,
+        steps=args.steps,
+        image=image,
+    )
     pipe = gen.pipeline()
 
     def sync():
@@ -65,12 +74,24 @@ def main() -> None:
     direct()
     ours, raw = [], []
     for _ in range(args.rounds):
-        sync(); t0 = time.perf_counter(); gen.generate(spec); sync(); ours.append(time.perf_counter() - t0)
-        sync(); t0 = time.perf_counter(); direct(); sync(); raw.append(time.perf_counter() - t0)
+        sync()
+        t0 = time.perf_counter()
+        gen.generate(spec)
+        sync()
+        ours.append(time.perf_counter() - t0)
+        sync()
+        t0 = time.perf_counter()
+        direct()
+        sync()
+        raw.append(time.perf_counter() - t0)
     o, r = float(np.median(ours)), float(np.median(raw))
-    print(f"model={args.model or 'tiny (built here)'} device={args.device} dtype={gen.torch_dtype_name} "
-          f"{args.frames}x{args.height}x{args.width}, {args.steps} steps, {args.rounds} rounds")
-    print(f"genreward generator: {o:.4f} s/video   diffusers direct: {r:.4f} s/video   ratio: {o / r:.3f} (goal <= 1.05)")
+    print(
+        f"model={args.model or 'tiny (built here)'} device={args.device} dtype={gen.torch_dtype_name} "
+        f"{args.frames}x{args.height}x{args.width}, {args.steps} steps, {args.rounds} rounds"
+    )
+    print(
+        f"genreward generator: {o:.4f} s/video   diffusers direct: {r:.4f} s/video   ratio: {o / r:.3f} (goal <= 1.05)"
+    )
 
 
 if __name__ == "__main__":

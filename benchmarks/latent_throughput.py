@@ -22,11 +22,12 @@ import genreward  # noqa: F401
 
 def measure_env_step(size: int, steps: int = 200) -> float:
     from genreward.envs import EnvConfig, make_env
+    from genreward.envs.config import ACTION_DIM
 
     env = make_env("pick-place-v3", EnvConfig(image_size=size), seed=0)
     try:
         env.reset(seed=0)
-        actions = np.random.default_rng(0).uniform(-1, 1, (steps, 4)).astype(np.float32)
+        actions = np.random.default_rng(0).uniform(-1, 1, (steps, ACTION_DIM)).astype(np.float32)
         t0 = time.perf_counter()
         for a in actions:
             env.step(a)
@@ -56,7 +57,9 @@ def main() -> None:
     if args.vae == "full-random":
         from diffusers import AutoencoderKLCogVideoX
 
-        enc = VideoLatentEncoder(AutoencoderKLCogVideoX(), cfg, args.device, {"vae": "full-size CogVideoX VAE (random init)"})
+        enc = VideoLatentEncoder(
+            AutoencoderKLCogVideoX(), cfg, args.device, {"vae": "full-size CogVideoX VAE (random init)"}
+        )
     else:
         enc = VideoLatentEncoder.from_config(cfg, device=args.device)
     env_step = measure_env_step(args.size)
@@ -72,12 +75,20 @@ def main() -> None:
         enc.encode_batch(windows)
         batched.append((time.perf_counter() - t0) / len(windows))
     s, b = float(np.median(single)), float(np.median(batched))
-    print(f"encoder={enc.identity().get('vae')} device={args.device} window={args.window} steps -> {args.frames} frames at {args.size}px")
-    print(f"one window: {s * 1e3:.1f} ms ({1 / s:.1f} clips/s)   batch of {args.batch}: {b * 1e3:.1f} ms/clip ({1 / b:.1f} clips/s)")
+    print(
+        f"encoder={enc.identity().get('vae')} device={args.device} "
+        f"window={args.window} steps -> {args.frames} frames at {args.size}px"
+    )
+    print(
+        f"one window: {s * 1e3:.1f} ms ({1 / s:.1f} clips/s)   batch of "
+        f"{args.batch}: {b * 1e3:.1f} ms/clip ({1 / b:.1f} clips/s)"
+    )
     per_step = s / args.window
     print(f"env step+render (pick-place-v3, {args.size}px, measured now): {env_step * 1e3:.2f} ms")
-    print(f"latent cost per env step at one window every {args.window} steps: {per_step * 1e3:.3f} ms "
-          f"= {per_step / env_step:.3f} x env step time")
+    print(
+        f"latent cost per env step at one window every {args.window} steps: {per_step * 1e3:.3f} ms "
+        f"= {per_step / env_step:.3f} x env step time"
+    )
 
 
 if __name__ == "__main__":

@@ -25,16 +25,23 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=20)
     args = p.parse_args()
 
-    from genreward.agents.replay import Episode, EpisodeWriter, ExplorationDataset
+    from genreward.envs.config import ACTION_DIM, STATE_DIM
+    from genreward.store.episodes import Episode, EpisodeWriter, ExplorationDataset
 
     rng = np.random.default_rng(0)
     L = 256
     with tempfile.TemporaryDirectory() as d:
         w = EpisodeWriter(Path(d) / "ds.zarr", {"bench": 1}, chunk_rows=L + 1)
         for k in range(args.episodes):
-            w.append(Episode(obs=rng.integers(0, 256, (L + 1, 3, args.size, args.size), dtype=np.uint8),
-                             state=rng.normal(size=(L + 1, 39)).astype(np.float32),
-                             action=rng.uniform(-1, 1, (L, 4)).astype(np.float32), success=np.zeros(L + 1, bool), task_id=0))
+            w.append(
+                Episode(
+                    obs=rng.integers(0, 256, (L + 1, 3, args.size, args.size), dtype=np.uint8),
+                    state=rng.normal(size=(L + 1, STATE_DIM)).astype(np.float32),
+                    action=rng.uniform(-1, 1, (L, ACTION_DIM)).astype(np.float32),
+                    success=np.zeros(L + 1, bool),
+                    task_id=0,
+                )
+            )
         w.finish({})
         mem = ExplorationDataset(Path(d) / "ds.zarr", in_memory=True)
         disk = ExplorationDataset(Path(d) / "ds.zarr", in_memory=False)

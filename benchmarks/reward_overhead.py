@@ -29,13 +29,14 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
 
-    import genreward  # noqa: F401
     import torch
 
+    import genreward  # noqa: F401
     from genreward.agents.fb import FBModel
     from genreward.agents.online import make_agent
     from genreward.agents.replay import EpisodeReplay
     from genreward.config import load_config
+    from genreward.envs.config import ACTION_DIM
     from genreward.envs.metaworld_env import MetaWorldPixelEnv
     from genreward.rewards.combine import RewardModel
     from genreward.rewards.terms import FrameReward, VideoReward
@@ -54,7 +55,7 @@ def main() -> None:
         frames, actions, rewards = [obs["pixels"][-3:]], [], []
         t0 = time.perf_counter()
         for _ in range(L):
-            a = rng.uniform(-1, 1, 4).astype(np.float32)
+            a = rng.uniform(-1, 1, ACTION_DIM).astype(np.float32)
             obs, r, _, _, _ = env.step(a)
             frames.append(obs["pixels"][-3:]), actions.append(a), rewards.append(r)
         t_env += time.perf_counter() - t0
@@ -64,14 +65,17 @@ def main() -> None:
 
     # update: DrQ-v2 on the replay
     agent = make_agent(rl, (3 * stack, size, size), device)
-    replay = EpisodeReplay(len(episodes), L, (3, size, size), 4)
+    replay = EpisodeReplay(len(episodes), L, (3, size, size), ACTION_DIM)
     for f, a, r in episodes:
         replay.add(f, a, r, r)
 
     def one_update():
         b = replay.sample(rl.batch_size, rng, stack, rl.n_step, rl.discount)
-        agent.update(*(torch.as_tensor(b[k], device=device) for k in ("obs", "action", "reward", "next_obs")), 10**6,
-                     discount=torch.as_tensor(b["discount"], device=device))
+        agent.update(
+            *(torch.as_tensor(b[k], device=device) for k in ("obs", "action", "reward", "next_obs")),
+            10**6,
+            discount=torch.as_tensor(b["discount"], device=device),
+        )
 
     for _ in range(3):
         one_update()
@@ -83,9 +87,13 @@ def main() -> None:
     # reward: the full genreward model
     encoder = encoder_from_config(cfg)
     goal = episodes[0][0].transpose(0, 2, 3, 1)
-    fb = FBModel((3, size, size), 4, cfg.fb, device).eval()
-    model = RewardModel("genreward", cfg.rewards, video=VideoReward(encoder, encoder.encode(goal)),
-                        frame=FrameReward(fb, episodes[0][0][-1]))
+    fb = FBModel((3, size, size), ACTION_DIM, cfg.fb, device).eval()
+    model = RewardModel(
+        "genreward",
+        cfg.rewards,
+        video=VideoReward(encoder, encoder.encode(goal)),
+        frame=FrameReward(fb, episodes[0][0][-1]),
+    )
     model.episode(*episodes[0])  # warm-up
     t0 = time.perf_counter()
     for f, a, r in episodes:
@@ -93,10 +101,16 @@ def main() -> None:
     reward_per_step = (time.perf_counter() - t0) / (args.episodes * L)
 
     base = env_per_step + update_per_step
-    print(f"profile {cfg.profile}, {args.task}, {size}px, episode {L} steps, Δt {cfg.rewards.interval}, "
-          f"window {cfg.rewards.window}, frame_per_step {cfg.rewards.frame_per_step}, VAE {cfg.latents.vae}, device {device}")
+    print(
+        f"profile {cfg.profile}, {args.task}, {size}px, episode {L} steps, Δt {cfg.rewards.interval}, "
+        f"window {cfg.rewards.window}, frame_per_step "
+        f"{cfg.rewards.frame_per_step}, VAE {cfg.latents.vae}, device {device}"
+    )
     print(f"env step            {1000 * env_per_step:8.3f} ms/step")
-    print(f"agent update        {1000 * update_per_step:8.3f} ms/step (batch {rl.batch_size}, every {rl.update_every} steps)")
+    print(
+        f"agent update        {1000 * update_per_step:8.3f} ms/step (batch "
+        f"{rl.batch_size}, every {rl.update_every} steps)"
+    )
     print(f"genreward reward    {1000 * reward_per_step:8.3f} ms/step")
     print(f"reward / (env + update) = {reward_per_step / base:.4f}  (goal <= 0.10)")
 

@@ -54,21 +54,81 @@ def stage(
             _fail(str(e))
     _prefect_storage(cfg)  # before Prefect reads its settings
     import flows  # noqa: F401  (Prefect env defaults)
-    from flows.registry import get_flow
+    from flows.stage_flows import get_flow
+    from stages.table import get_stage
 
     try:
-        flow = get_flow(name)
+        declared, flow = get_stage(name), get_flow(name)
     except KeyError as e:
         _fail(str(e.args[0]))
     kwargs = dict(params=params, profile=profile, overrides=overrides or None)
     if task is not None:
-        import inspect
-
-        if "task" not in inspect.signature(flow.fn).parameters:
+        if declared.over == "once":
             _fail(f"stage {name!r} is not per-task; drop --task")
+        try:
+            declared.items(cfg, task)
+        except ValueError as e:
+            _fail(str(e))
         kwargs["task"] = task
     result = flow(**kwargs)
     typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+
+@app.command("stages")
+def stages_cmd(
+    params: str = ParamsOpt,
+    profile: Optional[str] = ProfileOpt,
+    overrides: Optional[List[str]] = SetOpt,
+    check: bool = typer.Option(
+        False, "--check", help="also check dvc.yaml against the declarations (exit 1 if they disagree)"
+    ),
+) -> None:
+    """List the stage table: each stage, what it runs over, its inputs and outputs under this config."""
+    cfg = _config(params, profile, overrides)
+    from stages.table import dag
+
+    for node in dag(cfg):
+        ins, outs = node.stage.paths(cfg, node.item)
+        typer.echo(f"{node.label}  ({node.stage.module.replace('.', '/')}.py)")
+        for key, path in ins.items():
+            typer.echo(f"    in  {key:<12} {path}")
+        for key, path in outs.items():
+            typer.echo(f"    out {key:<12} {path}")
+    if check:
+        from flows.dvc_check import dvc_mismatches
+
+        try:
+            problems = dvc_mismatches(Path(params).resolve().parent)
+        except FileNotFoundError as e:
+            _fail(str(e))
+        for p in problems:
+            typer.secho(p, fg=typer.colors.RED, err=True)
+        if problems:
+            raise typer.Exit(1)
+        typer.echo("dvc.yaml agrees with the stage declarations")
+
+
+@app.command()
+def deployments(
+    write: bool = typer.Option(False, "--write", help="write prefect.yaml (default: print it)"),
+    check: bool = typer.Option(False, "--check", help="exit 1 if prefect.yaml is not what the stage table generates"),
+    path: Path = typer.Option(Path("prefect.yaml"), help="the file to write or check"),
+) -> None:
+    """Generate prefect.yaml (one deployment per stage, one for the pipeline) from the stage table."""
+    from flows.deployments import render
+
+    text = render()
+    if check:
+        if not path.is_file() or path.read_text() != text:
+            _fail(f"{path} is not what the stage table generates; run `genreward deployments --write`", 1)
+        typer.echo(f"{path} is current")
+    elif write:
+        from genreward.store.atomic import write_text_atomic
+
+        write_text_atomic(path, text)
+        typer.echo(f"wrote {path}")
+    else:
+        typer.echo(text, nl=False)
 
 
 def _prefect_storage(cfg) -> None:
@@ -79,16 +139,17 @@ def _prefect_storage(cfg) -> None:
 
 
 @app.command("env-check")
-def env_check(params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, overrides: Optional[List[str]] = SetOpt) -> None:
+def env_check(
+    params: str = ParamsOpt, profile: Optional[str] = ProfileOpt, overrides: Optional[List[str]] = SetOpt
+) -> None:
     """Render a frame per task to PNG, print the GL backend and steps/s (the env_check stage)."""
     cfg = _config(params, profile, overrides)
     import flows  # noqa: F401
-    from flows.env_check import env_check_flow
+    from flows.stage_flows import get_flow
+    from stages.table import Item, get_stage
 
-    m = env_check_flow(params=params, profile=profile, overrides=overrides or None)
-    from stages.env_check import default_outputs
-
-    out = default_outputs(cfg)
+    m = get_flow("env_check")(params=params, profile=profile, overrides=overrides or None)
+    out = get_stage("env_check").outputs(cfg, Item())
     typer.echo(f"MuJoCo GL backend: {m['gl_backend']}   image size: {m['image_size']} px")
     typer.echo(f"{'task':<22}{'steps/s (render)':>18}{'steps/s (physics)':>20}")
     for task, v in m["tasks"].items():
@@ -103,8 +164,24 @@ def config(
     overrides: Optional[List[str]] = SetOpt,
     section: Optional[str] = typer.Option(None, help="print one section only"),
     resolve: Optional[Path] = typer.Option(None, help="write per-section resolved JSON files here (DVC deps)"),
+    explain: Optional[str] = typer.Option(
+        None,
+        "--explain",
+        metavar="KEY",
+        help="describe a knob (dotted, e.g. fb.lr) or every knob of a section: meaning, type, bounds, default, "
+        "value in the selected profile, profile overrides",
+    ),
 ) -> None:
-    """Validate params.yaml and print the resolved configuration as JSON (or write its views)."""
+    """Validate params.yaml and print the resolved configuration as JSON (or write its views, or explain a key)."""
+    if explain is not None:
+        from genreward.config import ConfigError
+        from genreward.config import explain as explain_text
+
+        try:
+            typer.echo(explain_text(params, explain, profile=profile, overrides=overrides or None))
+        except ConfigError as e:
+            _fail(str(e))
+        return
     cfg = _config(params, profile, overrides)
     if resolve is not None:
         from genreward.config import write_resolved
@@ -141,7 +218,8 @@ def doctor() -> None:
     status = ensure_importable()
     notes = {
         "native": "compiled ops loaded",
-        "schemas-only": "compiled ops unavailable on this torch build; pure-Python parts in use (see genreward/compat/torchvision_ops.py)",
+        "schemas-only": "compiled ops unavailable on this torch build; pure-Python "
+        "parts in use (see genreward/compat/torchvision_ops.py)",
         "absent": "not installed",
         "already-imported": "imported before genreward",
     }

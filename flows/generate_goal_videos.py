@@ -36,5 +36,10 @@ def generate_goal_videos_flow(
         info = goal_video.with_options(refresh_cache=missing)(cfg, name, key)
         if missing:
             generated[name] = info["seconds"]
-        logger.info("%s: goal video %s (%s)", name, key[:12], "cache hit" if not missing else f"generated in {info['seconds']:.2f} s")
-    return run_stage("generate_goal_videos", cfg, {}, stage.default_outputs(cfg), {"generated": generated})
+        logger.info(
+            "%s: goal video %s (%s)",
+            name,
+            key[:12],
+            "cache hit" if not missing else f"generated in {info['seconds']:.2f} s",
+        )
+    return run_stage("generate_goal_videos", cfg, extra={"generated": generated})

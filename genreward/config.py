@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import re
+import types
+import typing
 from pathlib import Path
-from typing import Any, Optional, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from genreward.adapt.config import DomainVideoConfig, VideoModelConfig
 from genreward.agents.config import ExplorationConfig, FBConfig, RLConfig
-from genreward.rewards.config import RewardConfig
 from genreward.envs.config import EnvConfig
 from genreward.envs.tasks import PAPER_TASKS, UnknownTaskError, check_task, check_task_texts
+from genreward.rewards.config import RewardConfig
 from genreward.video.config import DEFAULT_PROMPTS, DiffusersConfig, GoalVideoConfig, LatentConfig
 from genreward.vision.config import KeyframeConfig
 
@@ -51,16 +55,27 @@ class _Section(BaseModel):
 
 
 class StoreConfig(_Section):
-    data_dir: Path = Field(Path("data"), description="root of DVC-tracked artifacts")
-    cache_dir: Path = Field(Path("data/cache"), description="content-addressed caches shared across experiments")
-    reports_dir: Path = Field(Path("reports"), description="evaluation report: metrics, summary table, curves")
+    data_dir: Path = Field(Path("data"), description="root folder of the DVC-tracked artifacts")
+    cache_dir: Path = Field(
+        Path("data/cache"),
+        description="content-addressed caches shared across experiments (the goal-video cache lives under it)",
+    )
+    reports_dir: Path = Field(
+        Path("reports"), description="stage evaluate's report: metrics.json, summary.md, curves, plots"
+    )
 
 
 class RuntimeConfig(_Section):
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    num_workers: int = Field(2, ge=1, le=512, description="worker processes for parallel stages")
+    device: str = Field(
+        "auto", description="torch device: auto (cuda when available, else cpu) | cpu | cuda | cuda:N | mps"
+    )
+    num_workers: int = Field(
+        2, ge=1, le=512, description="env worker processes of the collection stages; Dask workers of the pipeline flow"
+    )
     progress: bool = Field(True, description="progress bars on the terminal")
-    dask_address: Optional[str] = Field(None, description="Dask scheduler for the pipeline flow (null: a local cluster)")
+    dask_address: Optional[str] = Field(
+        None, description="pipeline flow: an existing Dask scheduler (tcp://host:8786); null: a local cluster"
+    )
 
     @field_validator("device")
     @classmethod
@@ -76,14 +91,21 @@ class EnvCheckConfig(_Section):
 
 
 class Config(_Section):
-    profile: str = "laptop"
-    seed: int = Field(0, ge=0)
-    tasks: tuple[str, ...] = Field(PAPER_TASKS, min_length=1)
+    profile: str = Field("laptop", description="the overlay of `profiles:` applied over the base values (laptop: none)")
+    seed: int = Field(0, ge=0, description="seed of stages env_check, collect_exploration and pretrain_fb")
+    tasks: tuple[str, ...] = Field(
+        PAPER_TASKS,
+        min_length=1,
+        description="Meta-World v3 tasks (each needs a prompt); the per-task DVC stages are expanded from it",
+    )
     env: EnvConfig = EnvConfig()
     store: StoreConfig = StoreConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     env_check: EnvCheckConfig = EnvCheckConfig()
-    prompts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS))
+    prompts: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_PROMPTS),
+        description="task -> goal prompt of its generated video (any Meta-World v3 task may be added)",
+    )
     domain_videos: DomainVideoConfig = DomainVideoConfig()
     video_model: VideoModelConfig = VideoModelConfig()
     goal_video: GoalVideoConfig = GoalVideoConfig()
@@ -103,7 +125,7 @@ class Config(_Section):
     def _every_task_has_a_prompt(self) -> "Config":
         missing = [t for t in self.tasks if t not in self.prompts]
         if missing:
-            raise ValueError(f"prompts: no prompt for {', '.join(missing)} (add `prompts: {{{missing[0]}: \"...\"}}`)")
+            raise ValueError(f'prompts: no prompt for {", ".join(missing)} (add `prompts: {{{missing[0]}: "..."}}`)')
         return self
 
     @model_validator(mode="after")
@@ -123,19 +145,26 @@ class Config(_Section):
             return self
         mode = self.video_model.mode
         if mode == "none":
-            raise ValueError("goal_video.diffusers.use_adapted: video_model.mode is none (nothing is adapted); "
-                             "set video_model.mode=from_scratch|lora or use_adapted=false")
+            raise ValueError(
+                "goal_video.diffusers.use_adapted: video_model.mode is none (nothing is adapted); "
+                "set video_model.mode=from_scratch|lora or use_adapted=false"
+            )
         if mode == "from_scratch":
             gv, dv = self.goal_video, self.domain_videos
             if (gv.num_frames, gv.height, gv.width) != (dv.num_frames, dv.height, dv.width):
                 raise ValueError(
                     f"goal_video: the from-scratch video model is trained on {dv.num_frames}x{dv.height}x{dv.width} "
                     f"clips (domain_videos.num_frames/height/width) but goal_video asks for "
-                    f"{gv.num_frames}x{gv.height}x{gv.width}; make them equal")
+                    f"{gv.num_frames}x{gv.height}x{gv.width}; make them equal"
+                )
             if d.mode != "t2v":
-                raise ValueError("goal_video.diffusers.mode: the from-scratch video model is text-to-video; set mode=t2v")
+                raise ValueError(
+                    "goal_video.diffusers.mode: the from-scratch video model is text-to-video; set mode=t2v"
+                )
         if mode == "lora" and d.lora is not None:
-            raise ValueError("goal_video.diffusers.lora: set either lora (your own weights) or use_adapted=true, not both")
+            raise ValueError(
+                "goal_video.diffusers.lora: set either lora (your own weights) or use_adapted=true, not both"
+            )
         return self
 
     def video_model_dir(self) -> Path:
@@ -151,8 +180,13 @@ class Config(_Section):
             return d
         root = self.video_model_dir()
         if self.video_model.mode == "from_scratch":
-            return d.model_copy(update={"model": str(root / "pipeline"), "revision": None,
-                                        "max_sequence_length": self.video_model.from_scratch.max_text_len})
+            return d.model_copy(
+                update={
+                    "model": str(root / "pipeline"),
+                    "revision": None,
+                    "max_sequence_length": self.video_model.from_scratch.max_text_len,
+                }
+            )
         return d.model_copy(update={"lora": root / "lora"})
 
     def check_rl_tasks(self) -> None:
@@ -160,8 +194,13 @@ class Config(_Section):
         configured task (checked there, so narrowing ``tasks`` for other stages stays easy)."""
         extra = [t for t in self.rl.tasks if t not in self.tasks]
         if extra:
-            raise ConfigError([f"rl.tasks: {', '.join(extra)} not in `tasks` (goal videos and FB exist only for "
-                               f"{', '.join(self.tasks)}); set rl.tasks=[...] too"], "config")
+            raise ConfigError(
+                [
+                    f"rl.tasks: {', '.join(extra)} not in `tasks` (goal videos and FB exist only for "
+                    f"{', '.join(self.tasks)}); set rl.tasks=[...] too"
+                ],
+                "config",
+            )
 
     def for_task(self, task: str) -> "Config":
         """This config narrowed to one task (per-task DVC stages), validated."""
@@ -253,13 +292,18 @@ def load_config(
 ) -> Config:
     """Read, overlay the selected profile, apply overrides, validate. Raises :class:`ConfigError`."""
     path = Path(path)
+    return config_from_dict(read_params(path), overrides=overrides, profile=profile, source=str(path))
+
+
+def read_params(path: str | Path = DEFAULT_PARAMS) -> Any:
+    """The parsed params file, unvalidated (profiles included). Raises :class:`ConfigError`."""
+    path = Path(path)
     if not path.exists():
         raise ConfigError([f"file not found ({path.resolve()}); run from the project root or pass --params"], str(path))
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError([f"not valid YAML: {str(e).splitlines()[0]}"], str(path)) from None
-    return config_from_dict(raw, overrides=overrides, profile=profile, source=str(path))
 
 
 def config_from_dict(
@@ -284,11 +328,19 @@ def config_from_dict(
         if "profile" in overlay or "profiles" in overlay:
             raise ConfigError([f"profiles.{name}: an overlay cannot set 'profile' or 'profiles'"], source)
         if "tasks" in overlay:
-            raise ConfigError([f"profiles.{name}.tasks: set tasks at the top level (DVC expands per-task stages from it)"], source)
+            raise ConfigError(
+                [f"profiles.{name}.tasks: set tasks at the top level (DVC expands per-task stages from it)"], source
+            )
         axes = [k for k in MATRIX_KEYS if k in (overlay.get("rl") or {})]
         if axes:
-            raise ConfigError([f"profiles.{name}.rl.{k}: set rl.{k} at the top level or with `dvc exp run -S rl.{k}=[...]` "
-                               "(DVC expands the finetune_rl matrix from it before profiles apply)" for k in axes], source)
+            raise ConfigError(
+                [
+                    f"profiles.{name}.rl.{k}: set rl.{k} at the top level or with `dvc exp run -S rl.{k}=[...]` "
+                    "(DVC expands the finetune_rl matrix from it before profiles apply)"
+                    for k in axes
+                ],
+                source,
+            )
         _validate(_deep_merge(raw, overlay), source, prefix=f"profiles.{name}: ")
     if profile is not None:
         raw["profile"] = profile
@@ -335,8 +387,9 @@ def _valid_keys(parent: list[str]) -> set[str]:
     return keys | ({"profiles"} if model is Config else set())
 
 
-def _unknown_key(key: str, valid: set[str]) -> str:
-    leaf = key.rsplit(".", 1)[-1]
+def _unknown_key(key: str, valid: set[str], part: str | None = None) -> str:
+    """One line: ``key`` is unknown, the closest of ``valid`` to ``part`` (default: its last part)."""
+    leaf = key.rsplit(".", 1)[-1] if part is None else part
     close = difflib.get_close_matches(leaf, sorted(valid), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"{key}: unknown key ({hint}valid: {', '.join(sorted(valid))})"
@@ -374,3 +427,144 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             raise ConfigError([f"{key}: {part!r} is not a section"])
         node = nxt
     node[parts[-1]] = value
+
+
+# -- knobs and their documentation ------------------------------------------------------------
+def _section_model(field: FieldInfo) -> type[BaseModel] | None:
+    ann = field.annotation
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def knobs(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """Every leaf field (a knob) under ``model`` as ``(dotted key, field)``, in declaration order.
+    Dict-valued knobs (``prompts``, ``domain_videos.captions``) are leaves."""
+    for name, field in model.model_fields.items():
+        sub = _section_model(field)
+        if sub is not None:
+            yield from knobs(sub, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+def _resolve_key(key: str) -> list[tuple[str, FieldInfo]]:
+    """The knobs named by ``key``: one leaf, or every knob of a section. Unknown: ConfigError."""
+    parts = key.split(".")
+    model: type[BaseModel] = Config
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        here = ".".join(parts[: i + 1])
+        if field is None:
+            raise ConfigError([_unknown_key(key or "''", set(model.model_fields), part)], "--explain")
+        sub = _section_model(field)
+        if sub is None:
+            if i < len(parts) - 1:
+                raise ConfigError(
+                    [f"{key}: unknown key ({here} is a knob, not a section; explain {here!r})"], "--explain"
+                )
+            return [(here, field)]
+        model = sub
+    return list(knobs(model, key + "."))
+
+
+def _type_text(ann: Any) -> str:
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Literal:
+        return f"{type(args[0]).__name__}, one of " + " | ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        text = " or ".join(_type_text(a) for a in rest)
+        return text + " or null" if len(rest) < len(args) else text
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _type_text(args[0])
+            return f"list of {item}" if "," not in item else "list of " + item.replace(", one of", ", each one of")
+        return "list"
+    if origin is dict:
+        return f"mapping {_type_text(args[0])} -> {_type_text(args[1])}"
+    if ann is Path:
+        return "path"
+    return getattr(ann, "__name__", str(ann))
+
+
+def _constraints(field: FieldInfo) -> list[str]:
+    out = []
+    for m in field.metadata:
+        for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if getattr(m, attr, None) is not None:
+                out.append(f"{sym} {getattr(m, attr)}")
+        if getattr(m, "min_length", None) is not None:
+            out.append(f"at least {m.min_length} item" + ("s" if m.min_length != 1 else ""))
+        if getattr(m, "max_length", None) is not None:
+            out.append(f"at most {m.max_length} items")
+    extra = field.json_schema_extra
+    if isinstance(extra, Mapping) and extra.get("choices"):
+        out.append("one of " + " | ".join(str(c) for c in extra["choices"]))
+    return out
+
+
+def _get_dotted(data: Any, key: str) -> tuple[bool, Any]:
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def explain(
+    params: Mapping[str, Any] | str | Path,
+    key: str,
+    profile: str | None = None,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+) -> str:
+    """What ``key`` means and where its value comes from, as text.
+
+    ``params`` is a params file or its parsed mapping. For a knob: its dotted name, description,
+    type and constraints, code default, the value in the selected profile (``profile``/params'
+    ``profile:`` and ``overrides`` applied) and every profile of ``params`` that overrides it (and
+    to what). For a section: one such block per knob. Unknown keys raise :class:`ConfigError`
+    (one line naming the key and the closest valid keys).
+    """
+    leaves = _resolve_key(key)
+    source = str(params) if isinstance(params, (str, Path)) else "params.yaml"
+    raw = read_params(params) if isinstance(params, (str, Path)) else params
+    cfg = config_from_dict(raw, overrides=overrides, profile=profile, source=source)
+    profiles = dict((raw.get("profiles") if isinstance(raw, Mapping) else None) or {})
+    if isinstance(overrides, Mapping):
+        set_keys = list(overrides)
+    else:
+        set_keys = [o.partition("=")[0].strip() for o in overrides or ()]
+    defaults = Config().model_dump(mode="json")
+    current = cfg.model_dump(mode="json")
+    resolved: dict[str, Any] = {}  # profile name -> its resolved values, built on first use
+
+    def profile_values(name: str) -> Any:
+        if name not in resolved:
+            resolved[name] = config_from_dict(raw, profile=name, source=source).model_dump(mode="json")
+        return resolved[name]
+
+    blocks = []
+    for dotted, field in leaves:
+        kind = ", ".join([_type_text(field.annotation), *_constraints(field)])
+        touched = any(k == dotted or k.startswith(dotted + ".") or dotted.startswith(k + ".") for k in set_keys)
+        origin = f"profile {cfg.profile}" + (", --set" if touched else "")
+        lines = [
+            dotted,
+            f"  {field.description or '(no description)'}",
+            f"  type:      {kind}",
+            f"  default:   {_show(_get_dotted(defaults, dotted)[1])}",
+            f"  value:     {_show(_get_dotted(current, dotted)[1])}  ({origin})",
+        ]
+        overridden = []
+        for name, overlay in profiles.items():
+            if _get_dotted(overlay, dotted)[0]:
+                value = _get_dotted(profile_values(name), dotted)[1]
+                same = " (= base)" if value == _get_dotted(profile_values("laptop"), dotted)[1] else ""
+                overridden.append(f"{name}: {_show(value)}{same}")
+        lines.append(f"  profiles:  {'; '.join(overridden) if overridden else 'none override it'}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

@@ -22,23 +22,28 @@ from genreward.config import Config
 from genreward.store.artifacts import add_array, write_artifact
 from genreward.store.atomic import write_text_atomic
 from genreward.video.io import write_gif
+from stages.table import Item, Stage
 
 log = logging.getLogger(__name__)
 
 
-def default_outputs(cfg: Config) -> dict[str, Path]:
+def outputs(cfg: Config, item: Item) -> dict[str, Path]:
     d = cfg.store.data_dir
-    return {"dataset": d / "domain_videos.zarr", "previews": d / "domain_videos_previews",
-            "metrics": d / "domain_videos_metrics.json"}
+    return {
+        "dataset": d / "domain_videos.zarr",
+        "previews": d / "domain_videos_previews",
+        "metrics": d / "domain_videos_metrics.json",
+    }
 
 
 def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     dv = cfg.domain_videos
-    outs = {**default_outputs(cfg), **outputs}
     tasks = list(cfg.tasks)
     jobs = plan_jobs(tasks, dv)
     clips = {}
-    for clip in render_clips(jobs, dv, cfg.env, workers=min(cfg.runtime.num_workers, len(jobs)), progress=cfg.runtime.progress):
+    for clip in render_clips(
+        jobs, dv, cfg.env, workers=min(cfg.runtime.num_workers, len(jobs)), progress=cfg.runtime.progress
+    ):
         clips[clip.job] = clip
     ordered = [clips[j] for j in jobs]
     arrays = {
@@ -62,26 +67,47 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
             "attempts": int(sum(c.attempts for c in ordered if c.job.task_id == tid)),
         }
         if per_task[task]["success_rate"] < 1.0:
-            log.warning("%s: %d of %d clips end without success (experts failed %d tries)", task,
-                        int((~arrays["success"][sel]).sum()), int(sel.sum()), dv.max_attempts)
+            log.warning(
+                "%s: %d of %d clips end without success (experts failed %d tries)",
+                task,
+                int((~arrays["success"][sel]).sum()),
+                int(sel.sum()),
+                dv.max_attempts,
+            )
     prompts = [dv.captions[t] for t in tasks]  # the training text of the video model
-    with write_artifact(outs["dataset"], KIND, params=cfg.section("domain_videos", "env", "tasks"),
-                        attrs={"tasks": tasks, "prompts": prompts, "per_task": per_task,
-                               "fps": cfg.goal_video.fps}) as g:
+    with write_artifact(
+        outputs["dataset"],
+        KIND,
+        params=cfg.section("domain_videos", "env", "tasks"),
+        attrs={"tasks": tasks, "prompts": prompts, "per_task": per_task, "fps": cfg.goal_video.fps},
+    ) as g:
         for name, value in arrays.items():
             if name == "video":
                 add_array(g, name, value, chunks=(1,) + value.shape[1:], shards=(len(value),) + value.shape[1:])
             else:
                 add_array(g, name, value)
-    outs["previews"].mkdir(parents=True, exist_ok=True)
+    outputs["previews"].mkdir(parents=True, exist_ok=True)
     for tid, task in enumerate(tasks):
         sel = np.flatnonzero((arrays["task_id"] == tid) & (arrays["split"] == TRAIN))[:4]
         strip = np.concatenate(list(arrays["video"][sel]), axis=2)  # clips side by side
-        write_gif(outs["previews"] / f"{task}.gif", strip, fps=cfg.goal_video.fps, scale=2)
-    metrics = {"clips": len(ordered), "per_task": per_task,
-               "success_rate": float(arrays["success"].mean())}
-    write_text_atomic(outs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
-    log.info("domain videos: %d clips (%d train, %d val) of %d tasks -> %s", len(ordered),
-             int((arrays["split"] == TRAIN).sum()), int((arrays["split"] == VAL).sum()), len(tasks), outs["dataset"])
+        write_gif(outputs["previews"] / f"{task}.gif", strip, fps=cfg.goal_video.fps, scale=2)
+    metrics = {"clips": len(ordered), "per_task": per_task, "success_rate": float(arrays["success"].mean())}
+    write_text_atomic(outputs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+    log.info(
+        "domain videos: %d clips (%d train, %d val) of %d tasks -> %s",
+        len(ordered),
+        int((arrays["split"] == TRAIN).sum()),
+        int((arrays["split"] == VAL).sum()),
+        len(tasks),
+        outputs["dataset"],
+    )
     return metrics
 
+
+STAGE = Stage(
+    "collect_domain_videos",
+    "Scripted/noisy-expert domain clips per task, for adapting the video model",
+    run,
+    outputs,
+    params=("tasks", "env", "domain_videos"),
+)

@@ -20,18 +20,25 @@ from genreward.agents.collect import Plan, collect
 from genreward.agents.config import ExplorationConfig
 from genreward.agents.coverage import coverage, plot_coverage
 from genreward.agents.explore import RandomExplorer, RNDExplorer
-from genreward.agents.replay import EpisodeWriter, TransitionBuffer
+from genreward.agents.replay import TransitionBuffer
 from genreward.config import Config
+from genreward.envs.config import ACTION_DIM, STATE_DIM
 from genreward.store.artifacts import open_artifact
 from genreward.store.atomic import atomic_dir, write_text_atomic
+from genreward.store.episodes import EpisodeWriter
+from stages.table import Item, Stage
 
 log = logging.getLogger(__name__)
 
 
-def default_outputs(cfg: Config) -> dict[str, Path]:
+def outputs(cfg: Config, item: Item) -> dict[str, Path]:
     d = cfg.store.data_dir
-    return {"dataset": d / "exploration.zarr", "baseline": d / "exploration_baseline.zarr",
-            "plots": d / "exploration_coverage", "metrics": d / "exploration_metrics.json"}
+    return {
+        "dataset": d / "exploration.zarr",
+        "baseline": d / "exploration_baseline.zarr",
+        "plots": d / "exploration_coverage",
+        "metrics": d / "exploration_metrics.json",
+    }
 
 
 def _explorers(cfg: Config, algorithm: str, plan: Plan, writer: EpisodeWriter, seed: int):
@@ -54,10 +61,16 @@ def _explorers(cfg: Config, algorithm: str, plan: Plan, writer: EpisodeWriter, s
         if key in current:
             return current[key]
         current.clear()  # a finished task's agent is not needed any more
-        explorer = RNDExplorer(obs_shape, ex, env.frame_stack, device=cfg.resolve_device(),
-                               seed=seed + (1000 * task_id if ex.agent_per_task else 0), horizon=env.agent_steps)
+        explorer = RNDExplorer(
+            obs_shape,
+            ex,
+            env.frame_stack,
+            device=cfg.resolve_device(),
+            seed=seed + (1000 * task_id if ex.agent_per_task else 0),
+            horizon=env.agent_steps,
+        )
         eps = plan.episodes_per_task if ex.agent_per_task else plan.total
-        buffer = TransitionBuffer(eps * rows_per_ep, (3, env.image_size, env.image_size), 39, 4)
+        buffer = TransitionBuffer(eps * rows_per_ep, (3, env.image_size, env.image_size), STATE_DIM, ACTION_DIM)
         first = task_id * plan.episodes_per_task if ex.agent_per_task else 0
         lo, hi = first * rows_per_ep, min(writer.committed_rows, (first + eps) * rows_per_ep)
         if hi > lo:  # resuming: refill the agent's replay with what it had already collected
@@ -72,16 +85,33 @@ def _explorers(cfg: Config, algorithm: str, plan: Plan, writer: EpisodeWriter, s
     return build
 
 
-def _collect_one(cfg: Config, path: Path, algorithm: str, episodes_per_task: int, expert_fraction: float, seed: int) -> dict:
+def _collect_one(
+    cfg: Config, path: Path, algorithm: str, episodes_per_task: int, expert_fraction: float, seed: int
+) -> dict:
     ex: ExplorationConfig = cfg.exploration
     env = cfg.env
-    fingerprint = {"algorithm": algorithm, "episodes_per_task": episodes_per_task, "expert_fraction": expert_fraction,
-                   "seed": seed, "tasks": list(cfg.tasks), "env": env.model_dump(mode="json"),
-                   "exploration": ex.model_dump(mode="json")}
+    fingerprint = {
+        "algorithm": algorithm,
+        "episodes_per_task": episodes_per_task,
+        "expert_fraction": expert_fraction,
+        "seed": seed,
+        "tasks": list(cfg.tasks),
+        "env": env.model_dump(mode="json"),
+        "exploration": ex.model_dump(mode="json"),
+    }
     plan = Plan(cfg.tasks, episodes_per_task, expert_fraction)
-    writer = EpisodeWriter(path, fingerprint, chunk_rows=ex.chunk_rows,
-                           attrs={"tasks": list(cfg.tasks), "algorithm": algorithm, "frame_shape": [3, env.image_size, env.image_size],
-                                  "episode_rows": env.agent_steps + 1, "uses_demonstrations": expert_fraction > 0})
+    writer = EpisodeWriter(
+        path,
+        fingerprint,
+        chunk_rows=ex.chunk_rows,
+        attrs={
+            "tasks": list(cfg.tasks),
+            "algorithm": algorithm,
+            "frame_shape": [3, env.image_size, env.image_size],
+            "episode_rows": env.agent_steps + 1,
+            "uses_demonstrations": expert_fraction > 0,
+        },
+    )
     resumed = writer.committed_episodes
     if resumed:
         log.info("%s: resuming after %d committed episodes", path.name, resumed)
@@ -89,17 +119,42 @@ def _collect_one(cfg: Config, path: Path, algorithm: str, episodes_per_task: int
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    with tqdm(total=plan.total, initial=resumed, desc=f"collect {algorithm}", unit="ep", disable=not cfg.runtime.progress) as bar:
-        stats = collect(writer, explorer_for_task, plan, env, cfg.runtime.num_workers, seed, ex.update_every,
-                        expert_noise=ex.expert_noise, progress=bar.update)
+    with tqdm(
+        total=plan.total, initial=resumed, desc=f"collect {algorithm}", unit="ep", disable=not cfg.runtime.progress
+    ) as bar:
+        stats = collect(
+            writer,
+            explorer_for_task,
+            plan,
+            env,
+            cfg.runtime.num_workers,
+            seed,
+            ex.update_every,
+            expert_noise=ex.expert_noise,
+            progress=bar.update,
+        )
     wall = time.perf_counter() - t0
     params = cfg.section("env", "exploration", "tasks", "runtime")
     writer.finish(params, attrs={"resumed_from_episode": resumed})
-    log.info("%s: %d episodes, %d env steps in %.1f s (%.1f steps/s; %d updates in %.1f s)", path.name, stats.episodes,
-             stats.env_steps, wall, stats.env_steps / max(wall, 1e-9), stats.updates, stats.seconds_update)
-    return {"episodes_collected": stats.episodes, "env_steps": stats.env_steps, "seconds": wall,
-            "env_steps_per_s": stats.env_steps / max(wall, 1e-9), "updates": stats.updates,
-            "update_seconds": stats.seconds_update, "resumed_from_episode": resumed}
+    log.info(
+        "%s: %d episodes, %d env steps in %.1f s (%.1f steps/s; %d updates in %.1f s)",
+        path.name,
+        stats.episodes,
+        stats.env_steps,
+        wall,
+        stats.env_steps / max(wall, 1e-9),
+        stats.updates,
+        stats.seconds_update,
+    )
+    return {
+        "episodes_collected": stats.episodes,
+        "env_steps": stats.env_steps,
+        "seconds": wall,
+        "env_steps_per_s": stats.env_steps / max(wall, 1e-9),
+        "updates": stats.updates,
+        "update_seconds": stats.seconds_update,
+        "resumed_from_episode": resumed,
+    }
 
 
 def _arrays(path: Path) -> dict[str, np.ndarray]:
@@ -110,22 +165,36 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
 
 def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     ex = cfg.exploration
-    outputs = {**default_outputs(cfg), **outputs}
     metrics: dict = {"algorithm": ex.algorithm, "collection": {}, "coverage": {}}
-    metrics["collection"]["dataset"] = _collect_one(cfg, outputs["dataset"], ex.algorithm, ex.episodes_per_task, ex.expert_fraction, cfg.seed)
+    metrics["collection"]["dataset"] = _collect_one(
+        cfg, outputs["dataset"], ex.algorithm, ex.episodes_per_task, ex.expert_fraction, cfg.seed
+    )
     sets = {ex.algorithm: _arrays(outputs["dataset"])}
     if ex.baseline_random_episodes > 0:
-        metrics["collection"]["baseline"] = _collect_one(cfg, outputs["baseline"], "random", ex.baseline_random_episodes, 0.0, cfg.seed + 1)
+        metrics["collection"]["baseline"] = _collect_one(
+            cfg, outputs["baseline"], "random", ex.baseline_random_episodes, 0.0, cfg.seed + 1
+        )
         sets["random"] = _arrays(outputs["baseline"])
     with atomic_dir(outputs["plots"]) as tmp:
         for tid, task in enumerate(cfg.tasks):
             per = {}
             for name, a in sets.items():
                 m = a["task_id"] == tid
-                metrics["coverage"].setdefault(task, {})[name] = coverage(a["state"][m], a["episode_start"][m], a["success"][m])
+                metrics["coverage"].setdefault(task, {})[name] = coverage(
+                    a["state"][m], a["episode_start"][m], a["success"][m]
+                )
                 per[name] = (a["state"][m], a["episode_start"][m])
             plot_coverage(per, f"{task}: exploration coverage", tmp / f"{task}.png")
     for name, a in sets.items():
         metrics["coverage"].setdefault("all", {})[name] = coverage(a["state"], a["episode_start"], a["success"])
     write_text_atomic(outputs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
+
+
+STAGE = Stage(
+    "collect_exploration",
+    "Reward-free exploration dataset (RND by default) and a uniform-random baseline",
+    run,
+    outputs,
+    params=("tasks", "seed", "env", "exploration", "runtime"),
+)

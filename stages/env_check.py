@@ -16,13 +16,15 @@ import numpy as np
 
 from genreward.config import Config
 from genreward.envs import gl
+from genreward.envs.config import ACTION_DIM
 from genreward.store.atomic import atomic_dir, write_text_atomic
 from genreward.store.provenance import code_version, runtime_info, utc_now
+from stages.table import Item, Stage
 
 log = logging.getLogger(__name__)
 
 
-def default_outputs(cfg: Config) -> dict[str, Path]:
+def outputs(cfg: Config, item: Item) -> dict[str, Path]:
     root = cfg.store.data_dir / "env_check"
     return {"thumbnails": root / "thumbnails", "metrics": root / "metrics.json"}
 
@@ -33,7 +35,7 @@ def measure_task(task: str, cfg: Config, steps: int) -> dict[str, float]:
 
     env = MetaWorldPixelEnv(task, cfg.env, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    actions = rng.uniform(-1, 1, size=(steps, 4)).astype(np.float32)
+    actions = rng.uniform(-1, 1, size=(steps, ACTION_DIM)).astype(np.float32)
     try:
         env.reset(seed=cfg.seed)
         t0 = time.perf_counter()
@@ -60,7 +62,9 @@ def render_thumbnail(task: str, cfg: Config, path: Path) -> np.ndarray:
 
     from genreward.envs.metaworld_env import MetaWorldPixelEnv
 
-    env = MetaWorldPixelEnv(task, cfg.env.model_copy(update={"image_size": cfg.env_check.thumbnail_size}), seed=cfg.seed)
+    env = MetaWorldPixelEnv(
+        task, cfg.env.model_copy(update={"image_size": cfg.env_check.thumbnail_size}), seed=cfg.seed
+    )
     try:
         env.reset(seed=cfg.seed)
         frame = env.render()
@@ -80,9 +84,17 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
             per_task[task] = measure_task(task, cfg, cfg.env_check.steps)
             log.info(
                 "%s: %.1f steps/s with rendering (%d px), %.1f steps/s physics only",
-                task, per_task[task]["pixel_steps_per_s"], cfg.env.image_size, per_task[task]["physics_steps_per_s"],
+                task,
+                per_task[task]["pixel_steps_per_s"],
+                cfg.env.image_size,
+                per_task[task]["physics_steps_per_s"],
             )
-        prov = {"created": utc_now(), "code": code_version(), "runtime": runtime_info(), "params": cfg.section("env", "env_check", "tasks")}
+        prov = {
+            "created": utc_now(),
+            "code": code_version(),
+            "runtime": runtime_info(),
+            "params": cfg.section("env", "env_check", "tasks"),
+        }
         (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True))
     metrics = {
         "gl_backend": backend.name,
@@ -93,3 +105,12 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     }
     write_text_atomic(outputs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
+
+
+STAGE = Stage(
+    "env_check",
+    "Render a frame per task to PNG, measure env throughput (pixels and physics)",
+    run,
+    outputs,
+    params=("tasks", "seed", "env", "env_check"),
+)

@@ -12,19 +12,21 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from genreward.config import Config
 from genreward.store.atomic import atomic_dir, write_text_atomic
 from genreward.viz import pyplot, save_figure
+from stages.table import Item, Stage
 
 log = logging.getLogger(__name__)
 
 
-def default_io(cfg: Config) -> tuple[dict[str, Path], dict[str, Path]]:
+def inputs(cfg: Config, item: Item) -> dict[str, Path]:
+    return {"runs": cfg.store.data_dir / "rl"}
+
+
+def outputs(cfg: Config, item: Item) -> dict[str, Path]:
     r = cfg.store.reports_dir
-    return ({"runs": cfg.store.data_dir / "rl"},
-            {"metrics": r / "metrics.json", "summary": r / "summary.md", "curves": r / "curves", "plots": r / "plots"})
+    return {"metrics": r / "metrics.json", "summary": r / "summary.md", "curves": r / "curves", "plots": r / "plots"}
 
 
 def load_evals(cfg: Config, runs: Path):
@@ -40,16 +42,22 @@ def load_evals(cfg: Config, runs: Path):
                     continue
                 frames.append(pd.read_parquet(d / "eval.parquet"))
     if missing:
-        raise FileNotFoundError(f"{len(missing)} finetune_rl run(s) missing or incomplete, e.g. {missing[0]}; "
-                                "run `dvc repro finetune_rl` (or `genreward stage finetune_rl`) first")
+        raise FileNotFoundError(
+            f"{len(missing)} finetune_rl run(s) missing or incomplete, e.g. {missing[0]}; "
+            "run `dvc repro finetune_rl` (or `genreward stage finetune_rl`) first"
+        )
     return pd.concat(frames, ignore_index=True)
 
 
 def curves(evals):
     """Mean ± std over seeds at every evaluation step, per task and method."""
     g = evals.groupby(["task", "method", "step"])
-    out = g.agg(return_mean=("return_mean", "mean"), return_std=("return_mean", "std"),
-                success_mean=("success_rate", "mean"), seeds=("seed", "nunique")).reset_index()
+    out = g.agg(
+        return_mean=("return_mean", "mean"),
+        return_std=("return_mean", "std"),
+        success_mean=("success_rate", "mean"),
+        seeds=("seed", "nunique"),
+    ).reset_index()
     return out.fillna({"return_std": 0.0})
 
 
@@ -59,8 +67,12 @@ def final_metrics(evals) -> dict:
     for (task, method), df in last.groupby(["task", "method"]):
         r = df["return_mean"].to_numpy()
         out.setdefault(task, {})[method] = {
-            "return_mean": float(r.mean()), "return_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
-            "success_rate": float(df["success_rate"].mean()), "seeds": int(len(r)), "steps": int(df["step"].max())}
+            "return_mean": float(r.mean()),
+            "return_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
+            "success_rate": float(df["success_rate"].mean()),
+            "seeds": int(len(r)),
+            "steps": int(df["step"].max()),
+        }
     return out
 
 
@@ -70,12 +82,17 @@ def summary_table(metrics: dict, methods: tuple[str, ...]) -> str:
         cells = []
         for m in methods:
             v = per.get(m)
-            cells.append("–" if v is None else f"{v['return_mean']:.1f} ± {v['return_std']:.1f} ({100 * v['success_rate']:.0f}%)")
+            cells.append(
+                "–" if v is None else f"{v['return_mean']:.1f} ± {v['return_std']:.1f} ({100 * v['success_rate']:.0f}%)"
+            )
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     steps = {v["steps"] for per in metrics.values() for v in per.values()}
     seeds = {v["seeds"] for per in metrics.values() for v in per.values()}
-    lines += ["", f"Final evaluation: dense-reward episode return, mean ± std over {'/'.join(map(str, sorted(seeds)))} "
-              f"seed(s), success rate (any step) in brackets; {'/'.join(map(str, sorted(steps)))} agent steps."]
+    lines += [
+        "",
+        f"Final evaluation: dense-reward episode return, mean ± std over {'/'.join(map(str, sorted(seeds)))} "
+        f"seed(s), success rate (any step) in brackets; {'/'.join(map(str, sorted(steps)))} agent steps.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -84,7 +101,9 @@ def plot_task(df, task: str, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
     for method, d in df.groupby("method"):
         axes[0].plot(d["step"], d["return_mean"], label=method)
-        axes[0].fill_between(d["step"], d["return_mean"] - d["return_std"], d["return_mean"] + d["return_std"], alpha=0.2)
+        axes[0].fill_between(
+            d["step"], d["return_mean"] - d["return_std"], d["return_mean"] + d["return_std"], alpha=0.2
+        )
         axes[1].plot(d["step"], d["success_mean"], label=method)
     axes[0].set_title(f"{task}: episode return (dense)", fontsize=9)
     axes[1].set_title(f"{task}: success rate", fontsize=9)
@@ -97,20 +116,30 @@ def plot_task(df, task: str, path: Path) -> Path:
 
 def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     cfg.check_rl_tasks()
-    ins, outs = default_io(cfg)
-    ins.update(inputs), outs.update(outputs)
-    evals = load_evals(cfg, ins["runs"])
+    evals = load_evals(cfg, inputs["runs"])
     cur = curves(evals)
-    with atomic_dir(outs["curves"]) as tmp:
+    with atomic_dir(outputs["curves"]) as tmp:
         for (task, method), d in cur.groupby(["task", "method"]):
             (tmp / task).mkdir(exist_ok=True)
-            d[["step", "return_mean", "return_std", "success_mean", "seeds"]].to_csv(tmp / task / f"{method}.csv", index=False)
-    with atomic_dir(outs["plots"]) as tmp:
+            d[["step", "return_mean", "return_std", "success_mean", "seeds"]].to_csv(
+                tmp / task / f"{method}.csv", index=False
+            )
+    with atomic_dir(outputs["plots"]) as tmp:
         for task, d in cur.groupby("task"):
             plot_task(d, task, tmp / f"{task}.png")
     metrics = final_metrics(evals)
-    write_text_atomic(outs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+    write_text_atomic(outputs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
     table = summary_table(metrics, cfg.rl.methods)
-    write_text_atomic(outs["summary"], table)
+    write_text_atomic(outputs["summary"], table)
     log.info("evaluation summary:\n%s", table)
     return metrics
+
+
+STAGE = Stage(
+    "evaluate",
+    "Curves, metrics and the methods × tasks table of the finetune_rl runs",
+    run,
+    outputs,
+    inputs,
+    params=("rl_runs",),
+)

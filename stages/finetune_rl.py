@@ -25,15 +25,24 @@ from genreward.store.artifacts import artifact_hash, open_artifact, read_array
 from genreward.store.atomic import replace_dir
 from genreward.store.hashing import hash_tree
 from genreward.store.provenance import code_version, runtime_info, utc_now
+from stages.table import Item, Stage
 
 log = logging.getLogger(__name__)
 
 
-def io_for(cfg: Config, task: str, method: str, seed: int) -> tuple[dict[str, Path], dict[str, Path]]:
+def inputs(cfg: Config, item: Item) -> dict[str, Path]:
+    """Everything a method may read (DVC tracks them all); a run reads only what its terms need."""
     d = cfg.store.data_dir
-    return ({"goal_latent": d / "goal_latents" / f"{task}.zarr", "keyframe": d / "keyframes" / f"{task}.zarr",
-             "fb": d / "fb"},
-            {"run": d / "rl" / task / method / f"seed{seed}"})
+    return {
+        "goal_latent": d / "goal_latents" / f"{item.task}.zarr",
+        "keyframe": d / "keyframes" / f"{item.task}.zarr",
+        "fb": d / "fb",
+        "video_model": cfg.video_model_dir(),
+    }
+
+
+def outputs(cfg: Config, item: Item) -> dict[str, Path]:
+    return {"run": cfg.store.data_dir / "rl" / item.task / item.method / f"seed{item.seed}"}
 
 
 def reward_model(cfg: Config, task: str, method: str, ins: dict[str, Path]) -> tuple[RewardModel, dict[str, str]]:
@@ -61,19 +70,22 @@ def reward_model(cfg: Config, task: str, method: str, ins: dict[str, Path]) -> t
         from genreward.vision.clip import CLIPScorer
 
         k = cfg.keyframes
-        parts["clip"] = CLIPReward(CLIPScorer(k.clip_model, k.clip_pretrained, device, k.batch_size),
-                                   [cfg.prompt(task), *k.extra_prompts])
+        parts["clip"] = CLIPReward(
+            CLIPScorer(k.clip_model, k.clip_pretrained, device, k.batch_size), [cfg.prompt(task), *k.extra_prompts]
+        )
     return RewardModel(method, cfg.rewards, **parts), hashes
 
 
-def run_one(cfg: Config, task: str, method: str, seed: int, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
+def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
+    """One run: ``cfg.rl`` narrowed to one task, method and seed."""
     import pandas as pd
 
     from genreward.agents.online import train
     from genreward.video.io import write_gif
 
-    d_in, d_out = io_for(cfg, task, method, seed)
-    ins, out = {**d_in, **inputs}, {**d_out, **outputs}["run"]
+    (task,), (method,), (seed,) = cfg.rl.tasks, cfg.rl.methods, cfg.rl.seeds
+    cfg.check_rl_tasks()
+    ins, out = inputs, outputs["run"]
     rm, hashes = reward_model(cfg, task, method, ins)
     fb_encoder = None
     if cfg.rl.init_encoder_from_fb:
@@ -87,8 +99,17 @@ def run_one(cfg: Config, task: str, method: str, seed: int, inputs: dict[str, Pa
     partial = out.parent / f".{out.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)  # runs are not resumed: the replay is not checkpointed
     partial.mkdir(parents=True)
-    res = train(task, cfg.rl, cfg.env, rm, seed, cfg.resolve_device(), partial / "agent", fb_encoder,
-                progress=cfg.runtime.progress)
+    res = train(
+        task,
+        cfg.rl,
+        cfg.env,
+        rm,
+        seed,
+        cfg.resolve_device(),
+        partial / "agent",
+        fb_encoder,
+        progress=cfg.runtime.progress,
+    )
     evals = pd.DataFrame([{k: v for k, v in e.items() if k != "returns"} for e in res.evals])
     evals.insert(0, "method", method), evals.insert(0, "task", task), evals.insert(2, "seed", seed)
     evals.to_parquet(partial / "eval.parquet", index=False)
@@ -96,23 +117,46 @@ def run_one(cfg: Config, task: str, method: str, seed: int, inputs: dict[str, Pa
     for i, frames in enumerate(res.gif_frames):
         write_gif(partial / ("rollout.gif" if i == 0 else f"rollout_{i}.gif"), frames, fps=cfg.goal_video.fps, scale=2)
     final = res.evals[-1]
-    summary = {"task": task, "method": method, "seed": seed, "final_return_mean": final["return_mean"],
-               "final_success_rate": final["success_rate"], "steps": final["step"], "timing": res.timing,
-               "reward_stats": {k: s.state() for k, s in rm.stats.items()}}
-    meta = {"kind": "rl_run", "complete": True, "created": utc_now(), "code": code_version(), "runtime": runtime_info(),
-            "params": cfg.section("rl", "rewards", "env", "latents", "seed"), "inputs": hashes, **summary}
+    summary = {
+        "task": task,
+        "method": method,
+        "seed": seed,
+        "final_return_mean": final["return_mean"],
+        "final_success_rate": final["success_rate"],
+        "steps": final["step"],
+        "timing": res.timing,
+        "reward_stats": {k: s.state() for k, s in rm.stats.items()},
+    }
+    meta = {
+        "kind": "rl_run",
+        "complete": True,
+        "created": utc_now(),
+        "code": code_version(),
+        "runtime": runtime_info(),
+        "params": cfg.section("rl", "rewards", "env", "latents", "seed"),
+        "inputs": hashes,
+        **summary,
+    }
     (partial / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     replace_dir(partial, out)
-    log.info("%s %s seed %d: final return %.1f, success %.0f%%, reward overhead %.1f%% of step+update", task, method,
-             seed, final["return_mean"], 100 * final["success_rate"], 100 * res.timing["reward_share_of_step_and_update"])
+    log.info(
+        "%s %s seed %d: final return %.1f, success %.0f%%, reward overhead %.1f%% of step+update",
+        task,
+        method,
+        seed,
+        final["return_mean"],
+        100 * final["success_rate"],
+        100 * res.timing["reward_share_of_step_and_update"],
+    )
     return summary
 
 
-def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
-    out = {}
-    cfg.check_rl_tasks()
-    for task in cfg.rl.tasks:
-        for method in cfg.rl.methods:
-            for seed in cfg.rl.seeds:
-                out[f"{task}/{method}/seed{seed}"] = run_one(cfg, task, method, seed, inputs, outputs)
-    return out
+STAGE = Stage(
+    "finetune_rl",
+    "Online RL on the generated rewards (and the baselines), per task × method × seed",
+    run,
+    outputs,
+    inputs,
+    over="run",
+    params=("env", "goal_video", "video_model", "rl", "rewards", "latents", "keyframes"),
+)

@@ -28,22 +28,23 @@ from genreward.video.generate import (
     make_spec,
 )
 from genreward.video.io import write_gif, write_mp4
-from stages.common import task_paths
+from stages.table import Item, Stage
 
 log = logging.getLogger(__name__)
 
 
-def outputs_for(cfg: Config, task: str) -> dict[str, Path]:
+def inputs(cfg: Config, item: Item) -> dict[str, Path]:
+    """The adapted video model (used when ``goal_video.diffusers.use_adapted``; DVC tracks it always)."""
+    return {"video_model": cfg.video_model_dir()}
+
+
+def outputs(cfg: Config, item: Item) -> dict[str, Path]:
     root = cfg.store.data_dir / "goal_videos"
     return {
-        "video": root / f"{task}.zarr",
-        "gif": root / "previews" / f"{task}.gif",
-        "mp4": root / "mp4" / f"{task}.mp4",
+        "video": root / f"{item.task}.zarr",
+        "gif": root / "previews" / f"{item.task}.gif",
+        "mp4": root / "mp4" / f"{item.task}.mp4",
     }
-
-
-def default_outputs(cfg: Config) -> dict[str, Path]:
-    return {f"{task}:{k}": v for task in cfg.tasks for k, v in outputs_for(cfg, task).items()}
 
 
 def goal_video_cache(cfg: Config) -> ContentCache:
@@ -54,8 +55,15 @@ def plan(cfg: Config, task: str):
     """(generator, spec, cache key) for ``task``; cheap: loads no model."""
     gv = cfg.goal_video
     device = cfg.resolve_device() if gv.backend == "diffusers" else "cpu"
-    generator = make_generator(gv, task, cfg.env, device=device, cache_dir=cfg.store.cache_dir, progress=cfg.runtime.progress,
-                               diffusers=cfg.diffusers_config())
+    generator = make_generator(
+        gv,
+        task,
+        cfg.env,
+        device=device,
+        cache_dir=cfg.store.cache_dir,
+        progress=cfg.runtime.progress,
+        diffusers=cfg.diffusers_config(),
+    )
     spec = make_spec(task, cfg.prompt(task), gv, cfg.env)
     return generator, spec, goal_video_cache(cfg).key(cache_inputs(generator, spec))
 
@@ -83,26 +91,40 @@ def write_outputs(cfg: Config, task: str, result: CachedVideo, outputs: dict[str
     }
     params = cfg.section("goal_video", "env")
     params["prompt"] = cfg.prompt(task)
-    with write_artifact(outputs["video"], "goal_video", params=params, inputs={"goal_video_cache_key": result.key}, attrs=attrs) as g:
+    with write_artifact(
+        outputs["video"], "goal_video", params=params, inputs={"goal_video_cache_key": result.key}, attrs=attrs
+    ) as g:
         add_array(g, "video", result.video)
     scale = max(1, 128 // max(result.video.shape[1:3]))
     write_gif(outputs["gif"], result.video, fps=gv.fps, scale=scale)
     write_mp4(outputs["mp4"], result.video, fps=gv.fps)
 
 
-def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path],
-        generated: dict[str, float] | None = None) -> dict:
+def run(
+    cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path], generated: dict[str, float] | None = None
+) -> dict:
     """``generated`` (task -> seconds): videos the caller generated into the cache just before, in
     the same run (the flow's cached Prefect task); they are recorded as new, not as cache hits."""
-    cache = goal_video_cache(cfg)
-    summary = {}
-    for task in cfg.tasks:
-        result = generate_task(cfg, task, cache)
-        if generated and task in generated and result.hit:
-            result = dataclasses.replace(result, hit=False, seconds=generated[task])
-        task_out = task_paths(outputs, task, outputs_for(cfg, task))
-        write_outputs(cfg, task, result, task_out)
-        summary[task] = {"cache_key": result.key, "cache_hit": result.hit, "generation_seconds": result.seconds,
-                         "video": str(task_out["video"])}
-        log.info("%s: %s goal video -> %s", task, "cached" if result.hit else "new", task_out["video"])
-    return summary
+    (task,) = cfg.tasks
+    result = generate_task(cfg, task)
+    if generated and task in generated and result.hit:
+        result = dataclasses.replace(result, hit=False, seconds=generated[task])
+    write_outputs(cfg, task, result, outputs)
+    log.info("%s: %s goal video -> %s", task, "cached" if result.hit else "new", outputs["video"])
+    return {
+        "cache_key": result.key,
+        "cache_hit": result.hit,
+        "generation_seconds": result.seconds,
+        "video": str(outputs["video"]),
+    }
+
+
+STAGE = Stage(
+    "generate_goal_videos",
+    "Goal video per task, through the content-addressed cache shared by experiments",
+    run,
+    outputs,
+    inputs,
+    params=("env", "goal_video", "video_model", "prompts/{task}"),
+    over="task",
+)

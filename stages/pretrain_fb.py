@@ -6,8 +6,9 @@ outputs: ``<data>/fb/`` (``weights.safetensors`` + ``meta.json``: the inference 
 Training resumes from ``<data>/.fb.partial/`` (checkpoints every ``fb.checkpoint_every``); a
 non-finite loss stops it with a message and keeps the last good checkpoint there.
 
-Goal-reaching check (held-out episodes): for each, the goal is its last frame; Spearman's ρ
-between r_FB(s_t, a_t) and the steps left to the goal, averaged over episodes (goal: ρ < −0.5).
+Goal-reaching check (held-out episodes, :func:`genreward.agents.fb.goal_reaching`): for each, the
+goal is its last frame; Spearman's ρ between r_FB(s_t, a_t) and the steps left to the goal,
+averaged over episodes (goal: ρ < −0.5).
 """
 
 from __future__ import annotations
@@ -19,40 +20,27 @@ from pathlib import Path
 
 import numpy as np
 
-from genreward.agents.checkpoint import TrainingDiverged, resume_dir
-from genreward.agents.fb import FBModel, save_fb, train_fb
-from genreward.agents.replay import ExplorationDataset
+from genreward.agents.fb import TRAIN_CHECKPOINT_FORMAT, FBAgent, goal_reaching, save_fb, train_fb
 from genreward.config import Config
+from genreward.envs.config import ACTION_DIM
 from genreward.store.artifacts import artifact_hash
 from genreward.store.atomic import write_csv_atomic, write_text_atomic
+from genreward.store.episodes import ExplorationDataset
 from genreward.store.hashing import stable_hash
+from genreward.training import TrainingDiverged, resume_dir
 from genreward.viz import pyplot, save_figure
+from stages.table import Item, Stage
 
 log = logging.getLogger(__name__)
 
 
-def default_io(cfg: Config) -> tuple[dict[str, Path], dict[str, Path]]:
+def inputs(cfg: Config, item: Item) -> dict[str, Path]:
+    return {"dataset": cfg.store.data_dir / "exploration.zarr"}
+
+
+def outputs(cfg: Config, item: Item) -> dict[str, Path]:
     d = cfg.store.data_dir
-    return ({"dataset": d / "exploration.zarr"},
-            {"model": d / "fb", "curves": d / "fb_curves.csv", "plots": d / "fb_plots", "metrics": d / "fb_metrics.json"})
-
-
-def goal_reaching(model: FBModel, ds: ExplorationDataset, episodes: np.ndarray, stride: int) -> dict[str, float]:
-    from scipy.stats import spearmanr
-
-    episode = ds.array("episode")
-    obs, action = ds.array("obs"), ds.array("action")
-    rhos = []
-    for k in episodes:
-        rows = np.flatnonzero(episode == k)
-        goal_row, steps = rows[-1], rows[:-1][::stride]
-        r = model.frame_reward(obs[steps], action[steps], goal_frame=obs[goal_row])
-        rho = spearmanr(r, goal_row - steps).correlation
-        if np.isfinite(rho):
-            rhos.append(float(rho))
-    return {"goal_reaching_spearman_mean": float(np.mean(rhos)) if rhos else float("nan"),
-            "goal_reaching_spearman_median": float(np.median(rhos)) if rhos else float("nan"),
-            "goal_reaching_episodes": len(rhos)}
+    return {"model": d / "fb", "curves": d / "fb_curves.csv", "plots": d / "fb_plots", "metrics": d / "fb_metrics.json"}
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -72,10 +60,8 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     import torch
 
     fb = cfg.fb
-    ins, outs = default_io(cfg)
-    ins.update(inputs), outs.update(outputs)
     device = cfg.resolve_device()
-    ds = ExplorationDataset(ins["dataset"])
+    ds = ExplorationDataset(inputs["dataset"])
     n_ep = int(ds.array("episode").max()) + 1
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(n_ep)
@@ -84,33 +70,71 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     ds.restrict(train)
     frame_shape = tuple(ds.group["obs"].shape[1:])
     torch.manual_seed(cfg.seed)
-    model = FBModel(frame_shape, 4, fb, device)
+    agent = FBAgent(frame_shape, ACTION_DIM, fb, device)
 
     def sample():
         b = ds.sample(fb.batch_size, rng, frame_stack=1)
-        return (torch.as_tensor(b["obs"], device=device), torch.as_tensor(b["action"], device=device),
-                torch.as_tensor(b["next_obs"], device=device))
+        return (
+            torch.as_tensor(b["obs"], device=device),
+            torch.as_tensor(b["action"], device=device),
+            torch.as_tensor(b["next_obs"], device=device),
+        )
 
-    dataset_hash = artifact_hash(ins["dataset"])
-    partial = resume_dir(outs["model"].parent / f".{outs['model'].name}.partial",
-                         stable_hash({"fb": fb.model_dump(mode="json"), "dataset": dataset_hash, "seed": cfg.seed}))
+    dataset_hash = artifact_hash(inputs["dataset"])
+    partial = resume_dir(
+        outputs["model"].parent / f".{outputs['model'].name}.partial",
+        stable_hash(
+            {
+                "fb": fb.model_dump(mode="json"),
+                "dataset": dataset_hash,
+                "seed": cfg.seed,
+                "checkpoint_format": TRAIN_CHECKPOINT_FORMAT,
+            }
+        ),
+    )
     try:
-        history = train_fb(model, sample, fb.updates, partial / "ckpt", every=fb.checkpoint_every,
-                           log_every=fb.log_every, progress=cfg.runtime.progress)
+        history = train_fb(
+            agent,
+            sample,
+            fb.updates,
+            partial / "ckpt",
+            every=fb.checkpoint_every,
+            log_every=fb.log_every,
+            progress=cfg.runtime.progress,
+        )
     except TrainingDiverged:
         log.error("FB training diverged; last good checkpoint kept in %s", partial / "ckpt")
         raise
-    model.eval()
-    metrics = {"updates": fb.updates, "train_episodes": int(len(train)), "heldout_episodes": int(len(held)),
-               **{k: v for k, v in history[-1].items() if k != "step"}}
+    model = agent.model.eval()
+    metrics = {
+        "updates": fb.updates,
+        "train_episodes": int(len(train)),
+        "heldout_episodes": int(len(held)),
+        **{k: v for k, v in history[-1].items() if k != "step"},
+    }
     if len(held):
         metrics.update(goal_reaching(model, ds, held, fb.eval_stride))
-    save_fb(outs["model"], model, {"dataset": dataset_hash, "params": cfg.section("fb"), "metrics": metrics})
-    write_csv_atomic(outs["curves"], history)
-    outs["plots"].mkdir(parents=True, exist_ok=True)
-    plot_curves(history, outs["plots"] / "curves.png")
-    write_text_atomic(outs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+    save_fb(outputs["model"], model, {"dataset": dataset_hash, "params": cfg.section("fb"), "metrics": metrics})
+    write_csv_atomic(outputs["curves"], history)
+    outputs["plots"].mkdir(parents=True, exist_ok=True)
+    plot_curves(history, outputs["plots"] / "curves.png")
+    write_text_atomic(outputs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
     shutil.rmtree(partial, ignore_errors=True)
-    log.info("FB: %d updates, goal-reaching Spearman %.3f over %d held-out episodes", fb.updates,
-             metrics.get("goal_reaching_spearman_mean", float("nan")), len(held))
+    log.info(
+        "FB: %d updates, goal-reaching Spearman %.3f over %d held-out episodes",
+        fb.updates,
+        metrics.get("goal_reaching_spearman_mean", float("nan")),
+        len(held),
+    )
     return metrics
+
+
+STAGE = Stage(
+    "pretrain_fb",
+    "Forward-backward representation pretrained on the exploration data + goal-reaching check",
+    run,
+    outputs,
+    inputs,
+    params=("seed", "fb"),
+    over="once",
+)

@@ -1,6 +1,6 @@
 """Stage select_keyframes: the key goal frame of each goal video (CLIP argmax, or the last frame).
 
-inputs:  ``<data>/goal_videos/<task>.zarr``
+Per task. inputs:  ``<data>/goal_videos/<task>.zarr``
 outputs: ``<data>/keyframes/<task>.zarr`` (``scores[T]``, ``index``, ``frame[H,W,3]``; attrs:
          selector, model, texts) and ``<data>/keyframes/plots/<task>.png`` (frame strip + scores)
 """
@@ -14,17 +14,20 @@ import numpy as np
 
 from genreward.config import Config
 from genreward.store.artifacts import add_array, artifact_hash, open_artifact, read_array, write_artifact
-from genreward.viz import pyplot, save_figure
 from genreward.vision.clip import KeyframeChoice, choose_keyframe
-from stages.common import task_paths
+from genreward.viz import pyplot, save_figure
+from stages.table import Item, Stage
 
 log = logging.getLogger(__name__)
 
 
-def io_for(cfg: Config, task: str) -> tuple[dict[str, Path], dict[str, Path]]:
-    d = cfg.store.data_dir
-    return ({"goal_video": d / "goal_videos" / f"{task}.zarr"},
-            {"keyframe": d / "keyframes" / f"{task}.zarr", "plot": d / "keyframes" / "plots" / f"{task}.png"})
+def inputs(cfg: Config, item: Item) -> dict[str, Path]:
+    return {"goal_video": cfg.store.data_dir / "goal_videos" / f"{item.task}.zarr"}
+
+
+def outputs(cfg: Config, item: Item) -> dict[str, Path]:
+    d = cfg.store.data_dir / "keyframes"
+    return {"keyframe": d / f"{item.task}.zarr", "plot": d / "plots" / f"{item.task}.png"}
 
 
 def plot_choice(video: np.ndarray, choice: KeyframeChoice, title: str, path: Path, max_frames: int = 12) -> Path:
@@ -44,8 +47,14 @@ def plot_choice(video: np.ndarray, choice: KeyframeChoice, title: str, path: Pat
                 side.set_color("red"), side.set_linewidth(3)
     ax = fig.add_subplot(grid[1, :])
     if np.all(np.isnan(choice.scores)):
-        ax.text(0.5, 0.5, f"selector '{choice.selector}': no CLIP scores; key frame = {choice.index}",
-                ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            f"selector '{choice.selector}': no CLIP scores; key frame = {choice.index}",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
         ax.set_xlim(0, t - 1)
     else:
         ax.plot(np.arange(t), choice.scores, marker="o", ms=3)
@@ -58,27 +67,41 @@ def plot_choice(video: np.ndarray, choice: KeyframeChoice, title: str, path: Pat
     return save_figure(fig, path)
 
 
-def run_task(cfg: Config, task: str, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
+def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
+    (task,) = cfg.tasks
     group = open_artifact(inputs["goal_video"], "goal_video")
     video = read_array(group, "video", ndim=4, dtype=np.uint8)
     prompt = cfg.prompt(task)
     choice = choose_keyframe(video, prompt, cfg.keyframes, device=cfg.resolve_device())
-    attrs = {"task": task, "prompt": prompt, "selector": choice.selector, "model": choice.model,
-             "index": choice.index, "goal_video_oracle": bool(group.attrs.get("oracle", False))}
-    with write_artifact(outputs["keyframe"], "keyframes", params=cfg.section("keyframes"),
-                        inputs={"goal_video": artifact_hash(inputs["goal_video"])}, attrs=attrs) as g:
+    attrs = {
+        "task": task,
+        "prompt": prompt,
+        "selector": choice.selector,
+        "model": choice.model,
+        "index": choice.index,
+        "goal_video_oracle": bool(group.attrs.get("oracle", False)),
+    }
+    with write_artifact(
+        outputs["keyframe"],
+        "keyframes",
+        params=cfg.section("keyframes"),
+        inputs={"goal_video": artifact_hash(inputs["goal_video"])},
+        attrs=attrs,
+    ) as g:
         add_array(g, "scores", choice.scores)
         add_array(g, "index", np.asarray([choice.index], np.int64))
         add_array(g, "frame", video[choice.index], chunks=video[choice.index].shape)
-    plot_choice(video, choice, f"{task} — {choice.selector}: \"{prompt}\"", outputs["plot"])
+    plot_choice(video, choice, f'{task} — {choice.selector}: "{prompt}"', outputs["plot"])
     log.info("%s: key frame %d of %d (%s)", task, choice.index, len(video), choice.selector)
     return {"index": choice.index, "frames": len(video), "selector": choice.selector}
 
 
-def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
-    summary = {}
-    for task in cfg.tasks:
-        default_in, default_out = io_for(cfg, task)
-        ins, outs = task_paths(inputs, task, default_in), task_paths(outputs, task, default_out)
-        summary[task] = run_task(cfg, task, ins, outs)
-    return summary
+STAGE = Stage(
+    "select_keyframes",
+    "Key goal frame per task (CLIP argmax over the goal video, or its last frame)",
+    run,
+    outputs,
+    inputs,
+    params=("keyframes", "prompts/{task}"),
+    over="task",
+)

@@ -19,9 +19,50 @@ def repo_root() -> Path:
     return REPO
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def tiny_params(params: dict) -> dict:
+    """A tiny profile of ``params`` (a loaded params.yaml, changed in place and returned): one task
+    (reach-v3), every stage of the DAG runs, in about a minute of work."""
+    params["tasks"] = ["reach-v3"]
+    params["prompts"]["reach-v3"] = "a robot arm reaches the target"
+    params["env_check"] = {"steps": 20, "thumbnail_size": 64}
+    params["env"].update(image_size=32, episode_length=32)
+    params["goal_video"].update(num_frames=9, height=32, width=32, steps=2)
+    params["domain_videos"]["captions"]["reach-v3"] = "a robot arm reaches the target"
+    params["domain_videos"].update(episodes_per_task=2, val_episodes_per_task=1, num_frames=9, height=32, width=32)
+    params["video_model"]["from_scratch"].update(
+        vae_steps=2, steps=2, vae_channels=[8, 8, 8, 8], layers=1, batch_size=2
+    )
+    params["video_model"].update(checkpoint_every=2, sample_every=2, eval_seeds=1)
+    params["latents"].update(size=32, num_frames=8)
+    params["exploration"].update(episodes_per_task=2, baseline_random_episodes=2, seed_steps=16, batch_size=16)
+    params["fb"].update(
+        z_dim=8, hidden_dim=32, batch_size=16, updates=10, checkpoint_every=5, log_every=5, holdout_fraction=0.5
+    )
+    params["rewards"].update(interval=16, window=8)
+    params["rl"].update(
+        tasks=["reach-v3"],
+        methods=["genreward", "env_only"],
+        seeds=[0],
+        steps=64,
+        seed_steps=32,
+        batch_size=8,
+        hidden_dim=32,
+        eval_every=32,
+        eval_episodes=1,
+    )
+    return params
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run the installed ``genreward`` console script (the path DVC uses)."""
     exe = shutil.which("genreward") or str(Path(sys.executable).parent / "genreward")
     return subprocess.run(
-        [exe, *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        [exe, *args],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )

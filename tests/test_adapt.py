@@ -16,16 +16,35 @@ TASKS = "[pick-place-v3, shelf-place-v3]"
 
 
 def _cfg(data: Path, *extra: str):
-    return load_config(REPO / "params.yaml", overrides=[
-        f"store.data_dir={data}", f"store.cache_dir={data}/cache", f"tasks={TASKS}", "runtime.progress=false",
-        "domain_videos.episodes_per_task=2", "domain_videos.val_episodes_per_task=1",
-        "domain_videos.num_frames=9", "domain_videos.height=32", "domain_videos.width=32",
-        "goal_video.num_frames=9", "goal_video.height=32", "goal_video.width=32", "goal_video.steps=2",
-        "video_model.from_scratch.vae_steps=4", "video_model.from_scratch.steps=6",
-        "video_model.from_scratch.vae_channels=[8,8,8,8]", "video_model.from_scratch.layers=1",
-        "video_model.from_scratch.batch_size=4", "video_model.from_scratch.vae_batch_size=2",
-        "video_model.checkpoint_every=2", "video_model.sample_every=3", "video_model.log_every=1",
-        "video_model.eval_seeds=1", *extra])
+    return load_config(
+        REPO / "params.yaml",
+        overrides=[
+            f"store.data_dir={data}",
+            f"store.cache_dir={data}/cache",
+            f"tasks={TASKS}",
+            "runtime.progress=false",
+            "domain_videos.episodes_per_task=2",
+            "domain_videos.val_episodes_per_task=1",
+            "domain_videos.num_frames=9",
+            "domain_videos.height=32",
+            "domain_videos.width=32",
+            "goal_video.num_frames=9",
+            "goal_video.height=32",
+            "goal_video.width=32",
+            "goal_video.steps=2",
+            "video_model.from_scratch.vae_steps=4",
+            "video_model.from_scratch.steps=6",
+            "video_model.from_scratch.vae_channels=[8,8,8,8]",
+            "video_model.from_scratch.layers=1",
+            "video_model.from_scratch.batch_size=4",
+            "video_model.from_scratch.vae_batch_size=2",
+            "video_model.checkpoint_every=2",
+            "video_model.sample_every=3",
+            "video_model.log_every=1",
+            "video_model.eval_seeds=1",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +53,7 @@ def domain(tmp_path_factory):
 
     data = tmp_path_factory.mktemp("domain")
     cfg = _cfg(data)
-    metrics = collect_domain_videos.run(cfg, {}, {})
+    metrics = collect_domain_videos.STAGE.execute(cfg)
     return data, cfg, metrics
 
 
@@ -109,12 +128,15 @@ def test_adapted_model_config_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"vae_frames=5: the causal VAE decodes 8k\+1"):
         load_config(REPO / "params.yaml", overrides=["video_model.from_scratch.vae_frames=5"])
     # the adapted model is missing: the generator says where it looked and what to run
-    from stages.generate_goal_videos import plan
     from genreward.video.base import GenerationError
+    from stages.generate_goal_videos import plan
 
     cfg = load_config(REPO / "params.yaml", overrides=[f"store.data_dir={tmp_path}", "tasks=[pick-place-v3]"])
-    with pytest.raises(GenerationError, match=r"adapted video model not found at .*video_model/pipeline: run stage "
-                                              r"adapt_video_model first"):
+    with pytest.raises(
+        GenerationError,
+        match=r"adapted video model not found at .*video_model/pipeline: run stage "
+        r"adapt_video_model first",
+    ):
         plan(cfg, "pick-place-v3")
 
 
@@ -134,7 +156,7 @@ def test_from_scratch_trains_resumes_and_generates_through_the_production_path(d
 
     monkeypatch.setattr(train, "denoiser_update", crash_at_5)
     with pytest.raises(KeyboardInterrupt):
-        adapt_video_model.run(cfg, {}, {})
+        adapt_video_model.STAGE.execute(cfg)
     partial = data / ".video_model.partial"
     assert not (data / "video_model").exists()  # nothing a later stage could read as valid
     assert json.loads((partial / "transformer" / "meta.json").read_text())["meta"]["step"] == 4
@@ -143,11 +165,13 @@ def test_from_scratch_trains_resumes_and_generates_through_the_production_path(d
     calls["n"] = 0
     seen = []
     monkeypatch.setattr(train, "denoiser_update", lambda *a, **k: seen.append(1) or real_update(*a, **k))
-    metrics = adapt_video_model.run(cfg, {}, {})
+    metrics = adapt_video_model.STAGE.execute(cfg)
     assert len(seen) == 2  # resumed at update 4 of 6: the VAE phase was not repeated either
     assert not partial.exists()
     pipe_dir = data / "video_model" / "pipeline"
-    assert {"model_index.json", "transformer", "vae", "text_encoder", "tokenizer", "scheduler"} <= {p.name for p in pipe_dir.iterdir()}
+    assert {"model_index.json", "transformer", "vae", "text_encoder", "tokenizer", "scheduler"} <= {
+        p.name for p in pipe_dir.iterdir()
+    }
     assert set(metrics["model"]) >= {"nearest_clip_mse", "task_accuracy"} and "untrained" in metrics
     assert metrics["chance_accuracy"] == 0.5 and metrics["model"]["samples"] == 2
     curves = (data / "video_model_curves" / "transformer.csv").read_text().splitlines()
@@ -160,24 +184,55 @@ def test_from_scratch_trains_resumes_and_generates_through_the_production_path(d
     gcfg = cfg.for_task("pick-place-v3")
     generator, spec, _ = generate_goal_videos.plan(gcfg, "pick-place-v3")
     assert generator.cfg.model == str(pipe_dir) and generator.cfg.max_sequence_length == 24
-    summary = generate_goal_videos.run(gcfg, {}, {})
+    summary = generate_goal_videos.STAGE.execute(gcfg)
     assert summary["pick-place-v3"]["cache_hit"] is False and generator.identity()["weights_sha256"]
     from genreward.store.artifacts import open_artifact, read_array
 
     video = read_array(open_artifact(data / "goal_videos" / "pick-place-v3.zarr", "goal_video"), "video")
     assert video.shape == (9, 32, 32, 3) and video.std() > 1.0
     # the latent encoder of the video reward is the adapted VAE
-    encode_goal_latents.run(gcfg, {}, {})
+    encode_goal_latents.STAGE.execute(gcfg)
     lat = open_artifact(data / "goal_latents" / "pick-place-v3.zarr", "goal_latents")
     assert lat.attrs["encoder"]["vae"].endswith("video_model/pipeline/vae") and lat.attrs["encoder"]["weights_sha256"]
     assert read_array(lat, "latent").shape[0] == 8  # the adapted VAE's latent channels
 
 
+def test_from_scratch_recipe_returns_a_trained_video_model(domain, tmp_path):
+    from genreward.adapt.domain import DomainClips
+    from genreward.adapt.recipes import Sampler, TrainedVideoModel, train_from_scratch
+
+    data, cfg, _ = domain
+    clips = DomainClips(data / "domain_videos.zarr")
+    sampled = []
+    trained = train_from_scratch(
+        cfg.video_model,
+        cfg.goal_video,
+        clips,
+        tmp_path / "work",
+        "cpu",
+        on_sample=lambda tag, step, c: sampled.append((tag, step, [x.shape for x in c])),
+    )
+    assert isinstance(trained, TrainedVideoModel) and trained.mode == "from_scratch" and trained.images is None
+    assert [len(trained.histories[k]) for k in ("vae", "transformer")] == [4, 6]  # log_every=1
+    assert trained.max_text_len == cfg.video_model.from_scratch.max_text_len
+    assert (
+        trained.untrained_dir == tmp_path / "work" / "untrained"
+        and (trained.untrained_dir / "model_index.json").exists()
+    )
+    assert not trained.pipe.transformer.training and not trained.pipe.vae.training
+    # samples every sample_every=3 updates, one clip per prompt of the clips, handed to the caller
+    assert sampled == [("transformer", s, [(9, 32, 32, 3)] * len(clips.prompts)) for s in (3, 6)]
+    untrained = trained.untrained_sampler(cfg.goal_video, clips.prompts, "cpu")
+    assert isinstance(untrained, Sampler) and untrained.pipe is not trained.pipe
+    trained.save(tmp_path / "out")
+    assert (tmp_path / "out" / "pipeline" / "model_index.json").exists() and not (tmp_path / "out" / "lora").exists()
+
+
 @pytest.mark.parametrize("mode", ["t2v", "i2v"])
 def test_lora_on_a_saved_pretrained_style_pipeline(domain, tmp_path, mode):
+    from genreward.video.base import VideoSpec
     from genreward.video.cogvideox_build import build_cogvideox_pipeline
     from genreward.video.diffusers_backend import DiffusersGenerator
-    from genreward.video.base import VideoSpec
     from stages import adapt_video_model
 
     src, _, _ = domain
@@ -186,20 +241,32 @@ def test_lora_on_a_saved_pretrained_style_pipeline(domain, tmp_path, mode):
     data = tmp_path / "data"
     data.mkdir()
     (data / "domain_videos.zarr").symlink_to(src / "domain_videos.zarr")
-    cfg = _cfg(data, "video_model.mode=lora", "video_model.lora.steps=3", "video_model.lora.rank=4",
-               "video_model.lora.gradient_checkpointing=false", f"goal_video.diffusers.model={base}",
-               f"goal_video.diffusers.mode={mode}", "goal_video.diffusers.max_sequence_length=16")
-    metrics = adapt_video_model.run(cfg, {}, {})
+    cfg = _cfg(
+        data,
+        "video_model.mode=lora",
+        "video_model.lora.steps=3",
+        "video_model.lora.rank=4",
+        "video_model.lora.gradient_checkpointing=false",
+        f"goal_video.diffusers.model={base}",
+        f"goal_video.diffusers.mode={mode}",
+        "goal_video.diffusers.max_sequence_length=16",
+    )
+    metrics = adapt_video_model.STAGE.execute(cfg)
     lora = data / "video_model" / "lora" / "pytorch_lora_weights.safetensors"
     assert lora.exists() and metrics["mode"] == "lora" and "untrained" in metrics
     from safetensors.torch import load_file
 
     weights = load_file(str(lora))
-    assert any("lora_B" in k for k in weights) and max(float(v.abs().max()) for k, v in weights.items() if "lora_B" in k) > 0
+    assert (
+        any("lora_B" in k for k in weights)
+        and max(float(v.abs().max()) for k, v in weights.items() if "lora_B" in k) > 0
+    )
     d = cfg.diffusers_config()
     assert d.lora == data / "video_model" / "lora" and d.model == str(base)
     image = np.zeros((32, 32, 3), np.uint8) if mode == "i2v" else None
-    spec = VideoSpec(prompt="a robot arm", num_frames=9, height=32, width=32, seed=0, steps=2, guidance=1.0, image=image)
+    spec = VideoSpec(
+        prompt="a robot arm", num_frames=9, height=32, width=32, seed=0, steps=2, guidance=1.0, image=image
+    )
     with_lora = DiffusersGenerator(d).generate(spec)
     without = DiffusersGenerator(d.model_copy(update={"lora": None, "use_adapted": False})).generate(spec)
     assert with_lora.shape == without.shape == (9, 32, 32, 3)

@@ -98,8 +98,123 @@ def test_section_records_profile_and_values(repo_root):
 def test_cli_reports_config_errors_in_one_line(repo_root):
     res = run_cli("config", "--set", "env.image_size=-3")
     assert res.returncode == 2
-    lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "env.image_size" in lines[0], res.stderr
     ok = run_cli("config", "--section", "env", "--set", "env.frame_stack=2")
     assert ok.returncode == 0, ok.stderr
     assert '"frame_stack": 2' in ok.stdout
+
+
+# -- one source of defaults; every knob documented once ------------------------------------------
+def _differences(a, b, prefix=""):
+    """Dotted keys whose values differ between two JSON-like trees (dict-valued knobs included)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if k not in a or k not in b:
+                out.append(f"{key} (only in {'code defaults' if k in a else 'params.yaml'})")
+            else:
+                out += _differences(a[k], b[k], key)
+        return out
+    return [] if a == b else [f"{prefix}: code {a!r} != params.yaml {b!r}"]
+
+
+def test_code_defaults_equal_the_params_yaml_base_values(repo_root):
+    """A config built in code is the experiment the pipeline runs: Config() == the laptop profile."""
+    from genreward.config import Config
+
+    code = Config().model_dump(mode="json")
+    params = load_config(repo_root / "params.yaml", profile="laptop").model_dump(mode="json")
+    diff = _differences(code, params)
+    assert not diff, "code defaults differ from params.yaml: " + "; ".join(diff)
+    assert Config() == load_config(repo_root / "params.yaml", profile="laptop")
+
+
+def test_keys_left_out_of_params_yaml_take_the_same_defaults(repo_root):
+    from genreward.config import Config
+
+    raw = _base(repo_root)
+    for section, key in [("goal_video", "diffusers"), ("latents", "path"), ("runtime", "dask_address"), ("fb", "lr")]:
+        raw[section].pop(key)
+    raw.pop("prompts"), raw["domain_videos"].pop("captions")
+    assert not _differences(Config().model_dump(mode="json"), config_from_dict(raw).model_dump(mode="json"))
+
+
+def test_every_knob_has_a_description():
+    from pydantic import BaseModel
+
+    from genreward.config import Config, knobs
+
+    leaves = dict(knobs(Config))
+    assert len(leaves) > 150 and "prompts" in leaves and "domain_videos.captions" in leaves
+    assert "goal_video.diffusers.model" in leaves and "video_model.from_scratch.lr" in leaves
+    assert not any(isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel) for f in leaves.values())
+    missing = [k for k, f in leaves.items() if not (f.description or "").strip()]
+    assert not missing, f"knobs without a Field(description=...): {', '.join(missing)}"
+
+
+def test_explain_a_knob_with_profile_and_override(repo_root):
+    from genreward.config import explain
+
+    text = explain(repo_root / "params.yaml", "fb.lr", profile="paper", overrides=["fb.lr=0.002"])
+    lines = text.splitlines()
+    assert lines[0] == "fb.lr" and "learning rate" in lines[1]
+    assert "type:      float, > 0, <= 1.0" in text
+    assert "default:   0.0003" in text
+    assert "value:     0.002  (profile paper, --set)" in text
+    assert "profiles:  paper: 0.0001" in text and "rl_experiment" not in text
+    sel = explain(repo_root / "params.yaml", "keyframes.selector")
+    assert (
+        "str, one of clip | last" in sel and 'default:   "last"' in sel and 'value:     "last"  (profile laptop)' in sel
+    )
+    assert 'profiles:  paper: "clip"' in sel
+    cam = explain(_base(repo_root), "env.camera")  # a parsed mapping works too; choices from the field
+    assert "one of corner | corner2" in cam and "profiles:  none override it" in cam
+    steps = explain(repo_root / "params.yaml", "rl.steps")
+    assert "int, >= 1" in steps and "profiles:  paper: 1000000; rl_experiment: 10240" in steps
+    backend = explain(repo_root / "params.yaml", "goal_video.backend")
+    assert 'paper: "diffusers" (= base)' in backend
+    prompts = explain(repo_root / "params.yaml", "prompts", overrides=["prompts.pick-place-v3=reach it"])
+    assert "mapping str -> str" in prompts and '"pick-place-v3": "reach it"' in prompts and "--set" in prompts
+
+
+def test_explain_a_section_prints_one_block_per_knob(repo_root):
+    from genreward.agents.config import FBConfig
+    from genreward.config import explain
+
+    blocks = explain(repo_root / "params.yaml", "fb").split("\n\n")
+    assert [b.splitlines()[0] for b in blocks] == [f"fb.{k}" for k in FBConfig.model_fields]
+    assert all("  type:" in b and "  default:" in b and "  value:" in b and "  profiles:" in b for b in blocks)
+    nested = explain(repo_root / "params.yaml", "goal_video").split("\n\n")
+    assert "goal_video.diffusers.model" in [b.splitlines()[0] for b in nested]
+
+
+@pytest.mark.parametrize(
+    "key, words",
+    [
+        ("fb.z_dimm", ["fb.z_dimm: unknown key", "did you mean 'z_dim'", "valid: actor_std"]),
+        ("fbb", ["fbb: unknown key", "did you mean 'fb'"]),
+        ("rewrds.alpha", ["rewrds.alpha: unknown key", "did you mean 'rewards'"]),
+        ("fb.lr.x", ["fb.lr.x: unknown key", "fb.lr is a knob, not a section"]),
+    ],
+)
+def test_explain_unknown_keys_give_one_line_with_suggestions(repo_root, key, words):
+    from genreward.config import explain
+
+    with pytest.raises(ConfigError) as info:
+        explain(repo_root / "params.yaml", key)
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_cli_config_explain(repo_root):
+    ok = run_cli("config", "--explain", "rewards.alpha", "--profile", "paper")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("rewards.alpha\n") and "value:     0.01  (profile paper)" in ok.stdout
+    bad = run_cli("config", "--explain", "rewards.alpah")
+    assert bad.returncode == 2 and not bad.stdout
+    lines = [ln for ln in bad.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "rewards.alpah: unknown key (did you mean 'alpha'?" in lines[0], bad.stderr

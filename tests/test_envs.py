@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from genreward.envs import EnvConfig, PAPER_TASKS, make_env
+from genreward.envs import PAPER_TASKS, EnvConfig, make_env
 from genreward.envs.config import STATE_DIM
 from genreward.envs.metaworld_env import EpisodeOver
 from genreward.envs.tasks import METAWORLD_V3_TASKS, UnknownTaskError, check_task
@@ -96,7 +96,10 @@ def test_image_is_upright(env):
         env.step(np.array([0.0, 0.0, 1.0, 0.0], np.float32))
     high = _red_mask(env.render())
     rows = np.arange(48)[:, None]
-    centroid = lambda m: float((rows * m).sum() / m.sum())
+
+    def centroid(m):
+        return float((rows * m).sum() / m.sum())
+
     assert low.sum() > 20 and high.sum() > 20
     assert centroid(high) < centroid(low) - 1.0, (centroid(low), centroid(high))
     # The raw Meta-World render is upside down: same check fails there.
@@ -171,7 +174,9 @@ def test_episode_success_is_sticky():
             seen = seen or info["success"]
             flags.append((info["success"], info["episode_success"]))
         assert seen
-        assert any(s is False and e is True for s, e in flags), "moved away after success: episode_success must stay True"
+        assert any(s is False and e is True for s, e in flags), (
+            "moved away after success: episode_success must stay True"
+        )
         assert all(e == any(s for s, _ in flags[: i + 1]) for i, (_, e) in enumerate(flags))
     finally:
         env.close()

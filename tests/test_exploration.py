@@ -13,8 +13,10 @@ import pytest
 import zarr
 
 from genreward.agents.coverage import coverage
-from genreward.agents.replay import Episode, EpisodeWriter, ExplorationDataset, TransitionBuffer, partial_path
+from genreward.agents.replay import TransitionBuffer
+from genreward.envs.config import ACTION_DIM, STATE_DIM
 from genreward.store import ArtifactError
+from genreward.store.episodes import Episode, EpisodeWriter, ExplorationDataset, partial_path
 
 from .conftest import REPO
 
@@ -22,10 +24,15 @@ from .conftest import REPO
 def _episode(k: int, length: int = 6, size: int = 8, task_id: int = 0) -> Episode:
     # Frame t of episode k is filled with 10*k + t, so stacking is checkable by value.
     obs = np.stack([np.full((3, size, size), 10 * k + t, np.uint8) for t in range(length + 1)])
-    state = np.zeros((length + 1, 39), np.float32)
+    state = np.zeros((length + 1, STATE_DIM), np.float32)
     state[:, 0] = np.arange(length + 1)
-    return Episode(obs=obs, state=state, action=np.full((length, 4), k, np.float32),
-                   success=np.zeros(length + 1, bool), task_id=task_id)
+    return Episode(
+        obs=obs,
+        state=state,
+        action=np.full((length, ACTION_DIM), k, np.float32),
+        success=np.zeros(length + 1, bool),
+        task_id=task_id,
+    )
 
 
 def test_writer_dataset_round_trip_and_frame_stacking(tmp_path):
@@ -45,7 +52,7 @@ def test_writer_dataset_round_trip_and_frame_stacking(tmp_path):
         assert stacked[0, ::3, 0, 0].tolist() == [10, 10, 10]  # clamped at the episode start
         assert stacked[1, ::3, 0, 0].tolist() == [10, 10, 11]
         b = ds.sample(64, np.random.default_rng(0), frame_stack=3, extra=("state",))
-        assert b["obs"].shape == (64, 9, 8, 8) and b["action"].shape == (64, 4)
+        assert b["obs"].shape == (64, 9, 8, 8) and b["action"].shape == (64, ACTION_DIM)
         # s' is the next frame of the same episode, never across a boundary.
         assert np.all(b["next_obs"][:, -3, 0, 0].astype(int) == b["obs"][:, -3, 0, 0].astype(int) + 1)
         assert np.all(b["next_state"][:, 0] == b["state"][:, 0] + 1)
@@ -78,7 +85,7 @@ def test_uncommitted_tail_is_truncated_on_resume(tmp_path):
 
 
 def test_transition_buffer_matches_dataset_sampling():
-    buf = TransitionBuffer(100, (3, 8, 8), 39, 4)
+    buf = TransitionBuffer(100, (3, 8, 8), STATE_DIM, ACTION_DIM)
     for k in range(3):
         buf.add(_episode(k))
     b = buf.sample(32, np.random.default_rng(0))
@@ -89,7 +96,7 @@ def test_transition_buffer_matches_dataset_sampling():
 
 
 def test_coverage_metrics_on_known_states():
-    state = np.zeros((20, 39), np.float32)
+    state = np.zeros((20, STATE_DIM), np.float32)
     start = np.zeros(20, bool)
     start[[0, 10]] = True
     state[10:, 4] = np.linspace(0, 0.1, 10)  # episode 2's object moves 10 cm
@@ -159,16 +166,32 @@ print(_collect_one(cfg, __import__('pathlib').Path({path!r}), {algo!r}, {eps}, 0
 
 
 def _collect_cmd(tmp_path, algo="random", eps=6):
-    overrides = ["tasks=[reach-v3]", "prompts.reach-v3=reach", "env.image_size=32", "env.episode_length=64",
-                 "runtime.num_workers=1", "runtime.progress=false", "exploration.seed_steps=32", "exploration.batch_size=16"]
-    code = _COLLECT.format(params=str(REPO / "params.yaml"), overrides=overrides, path=str(tmp_path / "d.zarr"), algo=algo, eps=eps)
+    overrides = [
+        "tasks=[reach-v3]",
+        "prompts.reach-v3=reach",
+        "env.image_size=32",
+        "env.episode_length=64",
+        "runtime.num_workers=1",
+        "runtime.progress=false",
+        "exploration.seed_steps=32",
+        "exploration.batch_size=16",
+    ]
+    code = _COLLECT.format(
+        params=str(REPO / "params.yaml"), overrides=overrides, path=str(tmp_path / "d.zarr"), algo=algo, eps=eps
+    )
     return [sys.executable, "-c", textwrap.dedent(code)]
 
 
 @pytest.mark.parametrize("algo", ["random", "rnd"])
 def test_killed_collection_resumes_without_duplicates_or_partial_episodes(tmp_path, algo):
-    proc = subprocess.Popen(_collect_cmd(tmp_path, algo), cwd=REPO, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _collect_cmd(tmp_path, algo),
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     part = partial_path(tmp_path / "d.zarr")
     deadline = time.time() + 240
     committed = 0
@@ -197,7 +220,9 @@ def test_killed_collection_resumes_without_duplicates_or_partial_episodes(tmp_pa
     assert ds.array("episode_start").sum() == 6 and (~ds.array("valid")).sum() == 6
     assert not part.exists() and ds.group.attrs["resumed_from_episode"] == killed_at
     # Episode k always uses seed k: an uninterrupted run starts every episode from the same frame.
-    fresh = subprocess.run(_collect_cmd(tmp_path / "fresh", algo), cwd=REPO, capture_output=True, text=True, timeout=600)
+    fresh = subprocess.run(
+        _collect_cmd(tmp_path / "fresh", algo), cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     ref = ExplorationDataset(tmp_path / "fresh" / "d.zarr")
     starts = np.flatnonzero(ds.array("episode_start"))
@@ -208,19 +233,34 @@ def test_stage_writes_datasets_plots_and_metrics_without_task_reward(tmp_path):
     from genreward.config import load_config
     from stages import collect_exploration as stage
 
-    cfg = load_config(REPO / "params.yaml", overrides=[
-        f"store.data_dir={tmp_path}", "tasks=[reach-v3]", "prompts.reach-v3=reach", "env.image_size=32",
-        "env.episode_length=48", "runtime.num_workers=2", "runtime.progress=false", "exploration.episodes_per_task=4",
-        "exploration.baseline_random_episodes=2", "exploration.seed_steps=16", "exploration.batch_size=16"])
-    m = stage.run(cfg, {}, {})
+    cfg = load_config(
+        REPO / "params.yaml",
+        overrides=[
+            f"store.data_dir={tmp_path}",
+            "tasks=[reach-v3]",
+            "prompts.reach-v3=reach",
+            "env.image_size=32",
+            "env.episode_length=48",
+            "runtime.num_workers=2",
+            "runtime.progress=false",
+            "exploration.episodes_per_task=4",
+            "exploration.baseline_random_episodes=2",
+            "exploration.seed_steps=16",
+            "exploration.batch_size=16",
+        ],
+    )
+    m = stage.STAGE.execute(cfg)
     assert m["collection"]["dataset"]["episodes_collected"] == 4 and m["collection"]["dataset"]["updates"] > 0
     assert set(m["coverage"]["reach-v3"]) == {"rnd", "random"}
     assert json.loads((tmp_path / "exploration_metrics.json").read_text())["algorithm"] == "rnd"
     assert (tmp_path / "exploration_coverage" / "reach-v3.png").exists()
     ds = ExplorationDataset(tmp_path / "exploration.zarr")
-    assert ds.array("obs").shape == (4 * 49, 3, 32, 32) and ds.array("state").shape == (196, 39)
+    assert ds.array("obs").shape == (4 * 49, 3, 32, 32) and ds.array("state").shape == (196, STATE_DIM)
     assert not any("reward" in name for name in ds.group.array_keys())
-    assert ds.group.attrs["uses_demonstrations"] is False and ds.group.attrs["genreward"]["params"]["exploration"]["algorithm"] == "rnd"
+    assert (
+        ds.group.attrs["uses_demonstrations"] is False
+        and ds.group.attrs["genreward"]["params"]["exploration"]["algorithm"] == "rnd"
+    )
 
 
 def test_coloured_noise_is_unit_power_and_drifts_further_than_white():
@@ -249,10 +289,21 @@ def test_coloured_noise_is_unit_power_and_drifts_further_than_white():
 def _tiny_cfg(tmp_path, *extra):
     from genreward.config import load_config
 
-    return load_config(REPO / "params.yaml", overrides=[
-        f"store.data_dir={tmp_path}", "tasks=[reach-v3,push-v3]", "prompts.reach-v3=reach", "prompts.push-v3=push",
-        "env.image_size=32", "env.episode_length=6", "runtime.progress=false", "exploration.episodes_per_task=3",
-        "exploration.hidden_dim=16", *extra])
+    return load_config(
+        REPO / "params.yaml",
+        overrides=[
+            f"store.data_dir={tmp_path}",
+            "tasks=[reach-v3,push-v3]",
+            "prompts.reach-v3=reach",
+            "prompts.push-v3=push",
+            "env.image_size=32",
+            "env.episode_length=6",
+            "runtime.progress=false",
+            "exploration.episodes_per_task=3",
+            "exploration.hidden_dim=16",
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.parametrize("per_task", [True, False])

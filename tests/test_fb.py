@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genreward.agents.config import FBConfig
-from genreward.agents.fb import FBModel
+from genreward.agents.fb import FBAgent, FBModel
 
 SIZE = 16
 
@@ -41,22 +41,22 @@ def random_walks(n_episodes=120, length=30, seed=0):
 def trained():
     torch.manual_seed(0)
     s, a, s2 = random_walks()
-    O, O2 = render(s), render(s2)
+    obs, obs2 = render(s), render(s2)
     cfg = FBConfig(z_dim=16, hidden_dim=128, feature_dim=32, batch_size=256, lr=5e-4, discount=0.9, aug_pad=0, tau=0.02)
-    model = FBModel((3, SIZE, SIZE), 2, cfg)
+    agent = FBAgent((3, SIZE, SIZE), 2, cfg)
     rng = np.random.default_rng(0)
     logs = []
     for _ in range(600):
         idx = rng.integers(0, len(s), cfg.batch_size)
-        logs.append(model.update(torch.as_tensor(O[idx]), torch.as_tensor(a[idx]), torch.as_tensor(O2[idx])))
-    return model, logs
+        logs.append(agent.update(torch.as_tensor(obs[idx]), torch.as_tensor(a[idx]), torch.as_tensor(obs2[idx])))
+    return agent.model, logs
 
 
 def test_fb_ranks_states_by_distance_to_the_goal(trained):
     from scipy.stats import spearmanr
 
     model, logs = trained
-    assert all(np.isfinite(l["fb_loss"]) for l in logs)
+    assert all(np.isfinite(log["fb_loss"]) for log in logs)
     goal = np.array([0.85, 0.85])
     z = model.goal_z(render(goal))
     grid = np.array([[x, y] for x in np.linspace(0.05, 0.95, 10) for y in np.linspace(0.05, 0.95, 10)])
@@ -82,60 +82,66 @@ def test_z_correlation_diagnostics_detect_collapse_then_recovery(trained):
     _, logs = trained
     # A fresh B maps every goal to nearly the same z; training spreads the goals apart.
     assert logs[0]["z_goal_cos"] > 0.5
-    assert np.mean([l["z_goal_cos"] for l in logs[-50:]]) < 0.2
+    assert np.mean([log["z_goal_cos"] for log in logs[-50:]]) < 0.2
     # Once trained, Q under one z says little about Q under another: F uses z.
-    assert np.mean([l["q_z_corr"] for l in logs[-100:]]) < 0.5
+    assert np.mean([log["q_z_corr"] for log in logs[-100:]]) < 0.5
 
 
 def test_non_finite_loss_stops_with_a_message():
-    model = FBModel((3, SIZE, SIZE), 2, FBConfig(z_dim=8, hidden_dim=32, feature_dim=16, batch_size=8))
+    agent = FBAgent((3, SIZE, SIZE), 2, FBConfig(z_dim=8, hidden_dim=32, feature_dim=16, batch_size=8))
     obs = torch.as_tensor(render(np.random.default_rng(0).uniform(0, 1, (8, 2))))
     with pytest.raises(FloatingPointError, match="FB loss is not finite"):
-        model.update(obs, torch.full((8, 2), float("nan")), obs)
+        agent.update(obs, torch.full((8, 2), float("nan")), obs)
 
 
-def _small_model(seed=0):
+def _small_agent(seed=0):
     torch.manual_seed(seed)
-    return FBModel((3, SIZE, SIZE), 2, FBConfig(z_dim=8, hidden_dim=32, feature_dim=16, batch_size=32, aug_pad=0))
+    return FBAgent(
+        (3, SIZE, SIZE),
+        2,
+        FBConfig(z_dim=8, hidden_dim=32, feature_dim=16, batch_size=32, aug_pad=0, lr=1e-4, discount=0.98),
+    )
 
 
 def _sampler(seed=0):
     s, a, s2 = random_walks(20, 10, seed)
-    O, O2 = render(s), render(s2)
+    obs, obs2 = render(s), render(s2)
     rng = np.random.default_rng(seed)
 
     def sample():
         idx = rng.integers(0, len(s), 32)
-        return torch.as_tensor(O[idx]), torch.as_tensor(a[idx]), torch.as_tensor(O2[idx])
+        return torch.as_tensor(obs[idx]), torch.as_tensor(a[idx]), torch.as_tensor(obs2[idx])
 
     return sample
 
 
 def test_checkpoint_round_trip_and_resume(tmp_path):
-    from genreward.agents.checkpoint import load_checkpoint
-    from genreward.agents.fb import fb_modules, train_fb
+    from genreward.agents.fb import train_fb
+    from genreward.training import load_checkpoint
 
-    model = _small_model()
-    hist = train_fb(model, _sampler(), steps=20, ckpt_dir=tmp_path / "ck", every=10, log_every=5)
+    agent = _small_agent()
+    hist = train_fb(agent, _sampler(), steps=20, ckpt_dir=tmp_path / "ck", every=10, log_every=5)
     assert [h["step"] for h in hist] == [5, 10, 15, 20]
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["meta.json", "weights.safetensors"]
-    fresh = _small_model(seed=1)
-    modules, opts = fb_modules(fresh)
+    fresh = _small_agent(seed=1)
+    modules, opts = fresh.modules(), fresh.optimizers()
     meta = load_checkpoint(tmp_path / "ck", modules, opts)
     assert meta["step"] == 20
-    for (k, v), (_, w) in zip(model.state_dict().items(), fresh.state_dict().items()):
-        assert torch.equal(v, w), k
+    assert set(modules) == {"model", "target"}  # the model and its target networks
+    for name, module in agent.modules().items():
+        for (k, v), (_, w) in zip(module.state_dict().items(), modules[name].state_dict().items()):
+            assert torch.equal(v, w), f"{name}/{k}"
     assert fresh.fb_opt.state_dict()["state"][0]["exp_avg"].abs().sum() > 0  # optimizer state restored
     more = train_fb(fresh, _sampler(1), steps=30, ckpt_dir=tmp_path / "ck", every=10, log_every=5)
     assert [h["step"] for h in more] == [5, 10, 15, 20, 25, 30]  # resumed at 20, not from scratch
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
-    from genreward.agents.checkpoint import TrainingDiverged
     from genreward.agents.fb import train_fb
+    from genreward.training import TrainingDiverged
 
-    model = _small_model()
-    train_fb(model, _sampler(), steps=10, ckpt_dir=tmp_path / "ck", every=10)
+    agent = _small_agent()
+    train_fb(agent, _sampler(), steps=10, ckpt_dir=tmp_path / "ck", every=10)
     before = (tmp_path / "ck" / "weights.safetensors").read_bytes()
     good = _sampler()
     calls = {"n": 0}
@@ -146,8 +152,81 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
         return (obs, torch.full_like(act, float("nan")), nxt) if calls["n"] > 3 else (obs, act, nxt)
 
     with pytest.raises(TrainingDiverged, match=r"diverged at update 13.*last good checkpoint \(update 10\)"):
-        train_fb(model, poisoned, steps=40, ckpt_dir=tmp_path / "ck", every=10)
+        train_fb(agent, poisoned, steps=40, ckpt_dir=tmp_path / "ck", every=10)
     assert (tmp_path / "ck" / "weights.safetensors").read_bytes() == before
+
+
+def _trained_small_agent(tmp_path):
+    from genreward.agents.fb import train_fb
+
+    agent = _small_agent()
+    train_fb(agent, _sampler(), steps=10, ckpt_dir=tmp_path / "ck", every=10)
+    return agent
+
+
+def test_load_fb_builds_the_inference_model_only(tmp_path):
+    from safetensors.torch import load_file
+
+    from genreward.agents.fb import load_fb, save_fb
+
+    agent = _trained_small_agent(tmp_path)
+    save_fb(tmp_path / "fb", agent.model)
+    assert not any("target" in k for k in load_file(str(tmp_path / "fb" / "weights.safetensors")))
+    model = load_fb(tmp_path / "fb")
+    assert type(model) is FBModel and not model.training
+    assert not any(hasattr(model, a) for a in ("fb_opt", "actor_opt", "targets", "update"))
+    assert not any(isinstance(v, torch.optim.Optimizer) for v in vars(model).values())
+    assert {n.split(".")[0] for n, _ in model.named_parameters()} == {"encoder", "forward_net", "backward_net", "actor"}
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.state_dict().keys() == agent.model.state_dict().keys()
+    for k, v in agent.model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    obs = render(np.random.default_rng(2).uniform(0, 1, (6, 2)))
+    act = np.random.default_rng(3).uniform(-1, 1, (6, 2)).astype(np.float32)
+    goal = render(np.array([0.8, 0.2]))[0]
+    np.testing.assert_array_equal(
+        model.frame_reward(obs, act, goal_frame=goal), agent.model.frame_reward(obs, act, goal_frame=goal)
+    )
+
+
+def test_load_fb_reads_artifacts_that_also_hold_target_networks(tmp_path):
+    """Artifacts saved before the model/agent split stored the target networks inside the model
+    (``model/target_*``): they still load, into the inference model, with the same rewards."""
+    from safetensors.torch import load_file
+    from torch import nn
+
+    from genreward.agents.fb import load_fb, save_fb
+
+    agent = _trained_small_agent(tmp_path)
+
+    class Combined(nn.Module):  # that layout: online and target networks in one module
+        def __init__(self):
+            super().__init__()
+            m = agent.model
+            self.cfg, self.obs_shape, self.action_dim = m.cfg, m.obs_shape, m.action_dim
+            self.encoder, self.forward_net, self.backward_net, self.actor = (
+                m.encoder,
+                m.forward_net,
+                m.backward_net,
+                m.actor,
+            )
+            self.target_encoder = agent.targets["encoder"]
+            self.target_forward = agent.targets["forward_net"]
+            self.target_backward = agent.targets["backward_net"]
+
+    save_fb(tmp_path / "fb", Combined())
+    stored = load_file(str(tmp_path / "fb" / "weights.safetensors"))
+    assert any(k.startswith("model/target_encoder.") for k in stored) and any(
+        k.startswith("model/encoder.") for k in stored
+    )
+    model = load_fb(tmp_path / "fb")
+    assert type(model) is FBModel and not hasattr(model, "target_encoder")
+    obs = render(np.random.default_rng(2).uniform(0, 1, (6, 2)))
+    act = np.random.default_rng(3).uniform(-1, 1, (6, 2)).astype(np.float32)
+    goal = render(np.array([0.8, 0.2]))[0]
+    np.testing.assert_array_equal(
+        model.frame_reward(obs, act, goal_frame=goal), agent.model.frame_reward(obs, act, goal_frame=goal)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +237,17 @@ def small_exploration(tmp_path_factory):
     from .conftest import REPO
 
     root = tmp_path_factory.mktemp("fbdata")
-    cfg = load_config(REPO / "params.yaml", overrides=[
-        "tasks=[reach-v3]", "prompts.reach-v3=reach", "env.image_size=32", "env.episode_length=32",
-        "runtime.num_workers=2", "runtime.progress=false"])
+    cfg = load_config(
+        REPO / "params.yaml",
+        overrides=[
+            "tasks=[reach-v3]",
+            "prompts.reach-v3=reach",
+            "env.image_size=32",
+            "env.episode_length=32",
+            "runtime.num_workers=2",
+            "runtime.progress=false",
+        ],
+    )
     _collect_one(cfg, root / "exploration.zarr", "random", 8, 0.0, 0)
     return root
 
@@ -171,17 +258,28 @@ def test_pretrain_fb_stage_outputs_metrics_and_resumes_after_a_crash(small_explo
 
     from genreward.agents import fb as fbmod
     from genreward.agents.fb import load_fb
-    from genreward.agents.replay import ExplorationDataset
     from genreward.config import load_config
+    from genreward.store.episodes import ExplorationDataset
     from stages import pretrain_fb
 
     from .conftest import REPO
 
     shutil.copytree(small_exploration / "exploration.zarr", tmp_path / "exploration.zarr")
-    cfg = load_config(REPO / "params.yaml", overrides=[
-        f"store.data_dir={tmp_path}", "fb.z_dim=8", "fb.hidden_dim=32", "fb.batch_size=16", "fb.updates=20",
-        "fb.checkpoint_every=5", "fb.log_every=5", "fb.holdout_fraction=0.25", "runtime.progress=false"])
-    real_update, calls = fbmod.FBModel.update, {"n": 0}
+    cfg = load_config(
+        REPO / "params.yaml",
+        overrides=[
+            f"store.data_dir={tmp_path}",
+            "fb.z_dim=8",
+            "fb.hidden_dim=32",
+            "fb.batch_size=16",
+            "fb.updates=20",
+            "fb.checkpoint_every=5",
+            "fb.log_every=5",
+            "fb.holdout_fraction=0.25",
+            "runtime.progress=false",
+        ],
+    )
+    real_update, calls = fbmod.FBAgent.update, {"n": 0}
 
     def crashing_update(self, *a):
         calls["n"] += 1
@@ -189,19 +287,19 @@ def test_pretrain_fb_stage_outputs_metrics_and_resumes_after_a_crash(small_explo
             raise KeyboardInterrupt  # killed mid-training
         return real_update(self, *a)
 
-    monkeypatch.setattr(fbmod.FBModel, "update", crashing_update)
+    monkeypatch.setattr(fbmod.FBAgent, "update", crashing_update)
     with pytest.raises(KeyboardInterrupt):
-        pretrain_fb.run(cfg, {}, {})
+        pretrain_fb.STAGE.execute(cfg)
     partial = tmp_path / ".fb.partial" / "ckpt"
     assert json.loads((partial / "meta.json").read_text())["meta"]["step"] == 10
     assert not (tmp_path / "fb").exists()
-    monkeypatch.setattr(fbmod.FBModel, "update", real_update)
-    m = pretrain_fb.run(cfg, {}, {})
+    monkeypatch.setattr(fbmod.FBAgent, "update", real_update)
+    m = pretrain_fb.STAGE.execute(cfg)
     assert m["updates"] == 20 and m["heldout_episodes"] == 2 and m["train_episodes"] == 6
     assert -1.0 <= m["goal_reaching_spearman_mean"] <= 1.0 and m["goal_reaching_episodes"] == 2
     assert not (tmp_path / ".fb.partial").exists()
     curves = (tmp_path / "fb_curves.csv").read_text().splitlines()
-    assert curves[0].startswith("step,") and [int(l.split(",")[0]) for l in curves[1:]] == [5, 10, 15, 20]
+    assert curves[0].startswith("step,") and [int(row.split(",")[0]) for row in curves[1:]] == [5, 10, 15, 20]
     assert (tmp_path / "fb_plots" / "curves.png").exists()
     assert json.loads((tmp_path / "fb_metrics.json").read_text())["updates"] == 20
     # Inference-only loader gives the trained model's rewards.

@@ -35,12 +35,24 @@ def tiny_models(tmp_path_factory):
 
 
 def _gen(path, mode="t2v", **kw):
-    return DiffusersGenerator(DiffusersConfig(model=str(path), mode=mode, max_sequence_length=16, **kw), device="cpu", progress=False)
+    kw = {"use_adapted": False, **kw}
+    return DiffusersGenerator(
+        DiffusersConfig(model=str(path), mode=mode, max_sequence_length=16, **kw), device="cpu", progress=False
+    )
 
 
 def _spec(seed=0, image=None, prompt=PROMPT, frames=9):
-    return VideoSpec(prompt=prompt, num_frames=frames, height=32, width=32, steps=3, guidance=6.0, seed=seed,
-                     task="pick-place-v3", image=image)
+    return VideoSpec(
+        prompt=prompt,
+        num_frames=frames,
+        height=32,
+        width=32,
+        steps=3,
+        guidance=6.0,
+        seed=seed,
+        task="pick-place-v3",
+        image=image,
+    )
 
 
 @pytest.mark.parametrize("mode", ["t2v", "i2v"])
@@ -113,7 +125,7 @@ def test_missing_model_and_mode_mismatch_are_clear(tiny_models, tmp_path, monkey
         _gen(tiny_models["i2v"], "i2v").generate(_spec())
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    hub = DiffusersGenerator(DiffusersConfig(model="THUDM/CogVideoX-2b"), device="cpu")
+    hub = DiffusersGenerator(DiffusersConfig(model="THUDM/CogVideoX-2b", use_adapted=False), device="cpu")
     assert hub.local_files_only and hub.identity()["commit"] is None
     with pytest.raises(GenerationError) as info:
         hub.generate(_spec())
@@ -196,22 +208,32 @@ def test_corrupt_and_unsupported_files(tmp_path):
 
 def test_stage_writes_artifact_previews_and_reuses_cache(tmp_path, tiny_models):
     from stages import generate_goal_videos as stage
+    from stages.table import Item
 
     cfg = load_config(
         REPO / "params.yaml",
         overrides=[
-            f"store.data_dir={tmp_path}/data", f"store.cache_dir={tmp_path}/cache", "tasks=[pick-place-v3]",
-            "goal_video.backend=diffusers", f"goal_video.diffusers.model={tiny_models['i2v']}", "goal_video.diffusers.mode=i2v",
+            f"store.data_dir={tmp_path}/data",
+            f"store.cache_dir={tmp_path}/cache",
+            "tasks=[pick-place-v3]",
+            "goal_video.backend=diffusers",
+            f"goal_video.diffusers.model={tiny_models['i2v']}",
+            "goal_video.diffusers.mode=i2v",
             "goal_video.diffusers.use_adapted=false",
-            "goal_video.num_frames=9", "goal_video.height=32", "goal_video.width=32", "goal_video.steps=2",
-            "goal_video.diffusers.max_sequence_length=16", "runtime.device=cpu", "runtime.progress=false",
+            "goal_video.num_frames=9",
+            "goal_video.height=32",
+            "goal_video.width=32",
+            "goal_video.steps=2",
+            "goal_video.diffusers.max_sequence_length=16",
+            "runtime.device=cpu",
+            "runtime.progress=false",
         ],
     )
-    first = stage.run(cfg, {}, stage.default_outputs(cfg))
-    second = stage.run(cfg, {}, stage.default_outputs(cfg))
+    first = stage.STAGE.execute(cfg)
+    second = stage.STAGE.execute(cfg)
     assert first["pick-place-v3"]["cache_hit"] is False and second["pick-place-v3"]["cache_hit"] is True
     assert second["pick-place-v3"]["generation_seconds"] == 0
-    out = stage.outputs_for(cfg, "pick-place-v3")
+    out = stage.outputs(cfg, Item("pick-place-v3"))
     g = open_artifact(out["video"], "goal_video")
     assert g["video"].shape == (9, 32, 32, 3)
     attrs = dict(g.attrs)
@@ -222,14 +244,31 @@ def test_stage_writes_artifact_previews_and_reuses_cache(tmp_path, tiny_models):
 
 
 def test_flow_uses_the_content_key_as_prefect_cache_key(tmp_path):
-    args = ["stage", "generate_goal_videos", "--task", "reach-v3", "--set", "tasks=[reach-v3]",
-            "--set", "goal_video.backend=scripted",
-            "--set", "prompts.reach-v3=a robot arm reaches the red target", "--set", "goal_video.num_frames=5",
-            "--set", "goal_video.height=32", "--set", "goal_video.width=32",
-            "--set", f"store.data_dir={tmp_path}/data", "--set", f"store.cache_dir={tmp_path}/cache"]
+    args = [
+        "stage",
+        "generate_goal_videos",
+        "--task",
+        "reach-v3",
+        "--set",
+        "tasks=[reach-v3]",
+        "--set",
+        "goal_video.backend=scripted",
+        "--set",
+        "prompts.reach-v3=a robot arm reaches the red target",
+        "--set",
+        "goal_video.num_frames=5",
+        "--set",
+        "goal_video.height=32",
+        "--set",
+        "goal_video.width=32",
+        "--set",
+        f"store.data_dir={tmp_path}/data",
+        "--set",
+        f"store.cache_dir={tmp_path}/cache",
+    ]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
-    key = json.loads(first.stdout[first.stdout.index("{"):])["reach-v3"]["cache_key"]
+    key = json.loads(first.stdout[first.stdout.index("{") :])["reach-v3"]["cache_key"]
     assert f"goal video {key[:12]} (generated in" in first.stderr
     assert (tmp_path / "cache" / "prefect-results" / f"goal-video-{key}").exists()
     artifact = tmp_path / "data/goal_videos/reach-v3.zarr"
@@ -262,7 +301,9 @@ def test_lora_weights_apply_on_top(tiny_models, tmp_path):
         for name, p in transformer.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
-    CogVideoXPipeline.save_lora_weights(tmp_path / "lora", transformer_lora_layers=get_peft_model_state_dict(transformer))
+    CogVideoXPipeline.save_lora_weights(
+        tmp_path / "lora", transformer_lora_layers=get_peft_model_state_dict(transformer)
+    )
 
     base = _gen(tiny_models["t2v"]).generate(_spec())
     lora_gen = _gen(tiny_models["t2v"], lora=tmp_path / "lora")

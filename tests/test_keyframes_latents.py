@@ -54,7 +54,9 @@ def test_clip_argmax_finds_the_frame_that_matches_the_prompt(scorer):
     assert choice.scores[5] > others.max() + 0.05, choice.scores
     assert choice.model["model"] == "ViT-B-32" and choice.model["texts"] == [PROMPT]
     # Temporal prior: only the last 25% (frames 6, 7) may be chosen.
-    late = choose_keyframe(video, PROMPT, KeyframeConfig(selector="clip", clip_pretrained=None, last_fraction=0.25), scorer=scorer)
+    late = choose_keyframe(
+        video, PROMPT, KeyframeConfig(selector="clip", clip_pretrained=None, last_fraction=0.25), scorer=scorer
+    )
     assert late.index in (6, 7) and late.index == 6 + int(np.argmax(late.scores[6:]))
 
 
@@ -101,7 +103,10 @@ def expert_videos():
     from genreward.video.scripted import ScriptedGenerator
 
     g = ScriptedGenerator(ScriptedConfig(), EnvConfig())
-    spec = lambda task: VideoSpec(prompt="x", num_frames=17, height=64, width=64, seed=0, task=task)
+
+    def spec(task):
+        return VideoSpec(prompt="x", num_frames=17, height=64, width=64, seed=0, task=task)
+
     return {t: g.generate(spec(t)) for t in ("pick-place-v3", "shelf-place-v3")}
 
 
@@ -166,11 +171,12 @@ def test_stages_write_keyframes_plot_and_latents(tmp_path, expert_videos):
     from genreward.store import add_array, write_artifact
     from stages import encode_goal_latents, select_keyframes
 
-    cfg = load_config(REPO / "params.yaml", overrides=[f"store.data_dir={tmp_path}", "tasks=[pick-place-v3]",
-                                                       "latents.vae=random"])
+    cfg = load_config(
+        REPO / "params.yaml", overrides=[f"store.data_dir={tmp_path}", "tasks=[pick-place-v3]", "latents.vae=random"]
+    )
     with write_artifact(tmp_path / "goal_videos" / "pick-place-v3.zarr", "goal_video", attrs={"oracle": True}) as g:
         add_array(g, "video", expert_videos["pick-place-v3"])
-    k = select_keyframes.run(cfg, {}, {})
+    k = select_keyframes.STAGE.execute(cfg)
     assert k == {"pick-place-v3": {"index": 16, "frames": 17, "selector": "last"}}
     kf = open_artifact(tmp_path / "keyframes" / "pick-place-v3.zarr", "keyframes")
     np.testing.assert_array_equal(kf["frame"][...], expert_videos["pick-place-v3"][16])
@@ -180,10 +186,13 @@ def test_stages_write_keyframes_plot_and_latents(tmp_path, expert_videos):
     from PIL import Image
 
     assert Image.open(png).size[0] > 400
-    encode_goal_latents.run(cfg, {}, {})
+    encode_goal_latents.STAGE.execute(cfg)
     lat = open_artifact(tmp_path / "goal_latents" / "pick-place-v3.zarr", "goal_latents")
     assert lat["latent"].shape == (4, 4, 8, 8) and lat.attrs["encoder"]["vae"] == "random"
     # A wrong-kind input is refused with a clear message.
     with pytest.raises(Exception, match="expected a 'goal_video' artifact, found 'keyframes'"):
-        select_keyframes.run_task(cfg, "pick-place-v3", {"goal_video": tmp_path / "keyframes" / "pick-place-v3.zarr"},
-                                  {"keyframe": tmp_path / "k2.zarr", "plot": tmp_path / "k2.png"})
+        select_keyframes.run(
+            cfg,
+            {"goal_video": tmp_path / "keyframes" / "pick-place-v3.zarr"},
+            {"keyframe": tmp_path / "k2.zarr", "plot": tmp_path / "k2.png"},
+        )

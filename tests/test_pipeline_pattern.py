@@ -15,17 +15,23 @@ import pytest
 import yaml
 from PIL import Image
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, run_cli, tiny_params
 
 
 def test_cli_stage_runs_flow_and_writes_outputs(tmp_path):
     res = run_cli(
-        "stage", "env_check",
-        "--set", "tasks=[reach-v3, pick-place-v3]",
-        "--set", "prompts.reach-v3=a robot arm reaches the target",
-        "--set", "env_check.steps=20",
-        "--set", "env_check.thumbnail_size=64",
-        "--set", f"store.data_dir={tmp_path}",
+        "stage",
+        "env_check",
+        "--set",
+        "tasks=[reach-v3, pick-place-v3]",
+        "--set",
+        "prompts.reach-v3=a robot arm reaches the target",
+        "--set",
+        "env_check.steps=20",
+        "--set",
+        "env_check.thumbnail_size=64",
+        "--set",
+        f"store.data_dir={tmp_path}",
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Beginning flow run" in res.stderr and "for flow 'env-check'" in res.stderr  # it went through Prefect
@@ -57,26 +63,13 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     for name in ("dvc.yaml", "params.yaml", "genreward", "stages", "flows"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["tasks"] = ["reach-v3"]
-    params["prompts"]["reach-v3"] = "a robot arm reaches the target"
-    params["env_check"] = {"steps": 20, "thumbnail_size": 64}
-    # A tiny profile: every stage of the DAG runs, in about a minute of work.
-    params["env"].update(image_size=32, episode_length=32)
-    params["goal_video"].update(num_frames=9, height=32, width=32, steps=2)
-    params["domain_videos"]["captions"]["reach-v3"] = "a robot arm reaches the target"
-    params["domain_videos"].update(episodes_per_task=2, val_episodes_per_task=1, num_frames=9, height=32, width=32)
-    params["video_model"]["from_scratch"].update(vae_steps=2, steps=2, vae_channels=[8, 8, 8, 8], layers=1, batch_size=2)
-    params["video_model"].update(checkpoint_every=2, sample_every=2, eval_seeds=1)
-    params["latents"].update(size=32, num_frames=8)
-    params["exploration"].update(episodes_per_task=2, baseline_random_episodes=2, seed_steps=16, batch_size=16)
-    params["fb"].update(z_dim=8, hidden_dim=32, batch_size=16, updates=10, checkpoint_every=5, log_every=5, holdout_fraction=0.5)
-    params["rewards"].update(interval=16, window=8)
-    params["rl"].update(tasks=["reach-v3"], methods=["genreward", "env_only"], seeds=[0], steps=64, seed_steps=32,
-                        batch_size=8, hidden_dim=32, eval_every=32, eval_episodes=1)
+    params = tiny_params(yaml.safe_load((work / "params.yaml").read_text()))  # every stage runs, in about a minute
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    git = lambda *a: subprocess.run(["git", *a], cwd=work, check=True, capture_output=True)
+
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=work, check=True, capture_output=True)
+
     git("init", "-q")
     dvc = [str(Path(sys.executable).parent / "dvc")]
     subprocess.run([*dvc, "init", "-q"], cwd=work, check=True, env=env, capture_output=True)
@@ -86,10 +79,19 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     loaded = "loaded CogVideoXPipeline from"
     assert (first.stdout + first.stderr).count(loaded) >= 1  # the goal video was generated: the counter counts
     assert (work / "data/env_check/thumbnails/reach-v3.png").exists()
-    for out in ("domain_videos.zarr", "video_model/pipeline/model_index.json", "video_model_metrics.json",
-                "goal_videos/reach-v3.zarr", "keyframes/reach-v3.zarr", "goal_latents/reach-v3.zarr",
-                "exploration.zarr", "fb/weights.safetensors", "fb_metrics.json",
-                "rl/reach-v3/genreward/seed0/eval.parquet", "rl/reach-v3/env_only/seed0/rollout.gif"):
+    for out in (
+        "domain_videos.zarr",
+        "video_model/pipeline/model_index.json",
+        "video_model_metrics.json",
+        "goal_videos/reach-v3.zarr",
+        "keyframes/reach-v3.zarr",
+        "goal_latents/reach-v3.zarr",
+        "exploration.zarr",
+        "fb/weights.safetensors",
+        "fb_metrics.json",
+        "rl/reach-v3/genreward/seed0/eval.parquet",
+        "rl/reach-v3/env_only/seed0/rollout.gif",
+    ):
         assert (work / "data" / out).exists(), out
     report = json.loads((work / "reports/metrics.json").read_text())
     assert set(report["reach-v3"]) == {"genreward", "env_only"} and report["reach-v3"]["env_only"]["steps"] == 64
@@ -98,7 +100,9 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     assert json.loads((work / "data/env_check/metrics.json").read_text())["tasks"]["reach-v3"]["pixel_steps_per_s"] > 1
     second = subprocess.run([*dvc, "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert "Running stage" not in second.stdout, second.stdout
-    assert second.returncode == 0 and "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
+    assert (
+        second.returncode == 0 and "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
+    )
 
     # Exact deps: an edit re-runs only the stages whose resolved values changed.
     def edit_and_repro(change):
@@ -113,22 +117,33 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     assert edit_and_repro(lambda p: p["profiles"]["paper"]["fb"].update(lr=3e-4)) == {"resolve_params"}
     assert edit_and_repro(lambda p: p["rl"].update(lr=2e-4)) == {"resolve_params", *rl_runs}
     chain = {"generate_goal_videos@reach-v3", "select_keyframes@reach-v3", "encode_goal_latents@reach-v3"}
-    assert edit_and_repro(lambda p: p["prompts"].update({"reach-v3": "a robot arm reaches the red target"})) == \
-        {"resolve_params", *chain, *rl_runs}
+    assert edit_and_repro(lambda p: p["prompts"].update({"reach-v3": "a robot arm reaches the red target"})) == {
+        "resolve_params",
+        *chain,
+        *rl_runs,
+    }
 
     # Experiments reuse every goal video: `dvc exp run -S` sweeps over RL knobs build no video pipeline,
     # and going back to an earlier prompt restores its goal video from DVC's run-cache.
     git("add", "-A")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
     video = work / "data/goal_videos/reach-v3.zarr"
-    tree = lambda: {f.relative_to(video): f.read_bytes() for f in sorted(video.rglob("*")) if f.is_file()}
+
+    def tree():
+        return {f.relative_to(video): f.read_bytes() for f in sorted(video.rglob("*")) if f.is_file()}
 
     def exp_run(*sets):
         args = [a for s in sets for a in ("-S", s)]
-        res = subprocess.run([*dvc, "exp", "run", *args], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        res = subprocess.run(
+            [*dvc, "exp", "run", *args], cwd=work, env=env, capture_output=True, text=True, timeout=600
+        )
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         out = res.stdout + res.stderr
-        return set(re.findall(r"Running stage '([^']+)'", res.stdout)), out.count(loaded), out.count("goal video generated in")
+        return (
+            set(re.findall(r"Running stage '([^']+)'", res.stdout)),
+            out.count(loaded),
+            out.count("goal video generated in"),
+        )
 
     before = tree()
     restored, loads, generated = exp_run("prompts.reach-v3=a robot arm reaches the target")
@@ -141,6 +156,7 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
         ran, loads, generated = exp_run(f"rl.lr={lr}")
         assert ran == {"resolve_params", *rl_runs} and loads == 0 and generated == 0
         assert tree() == first_video
-    exps = subprocess.run([*dvc, "exp", "show", "--csv", "--only-changed"], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=120)
+    exps = subprocess.run(
+        [*dvc, "exp", "show", "--csv", "--only-changed"], cwd=work, env=env, capture_output=True, text=True, timeout=120
+    )
     assert exps.returncode == 0 and "0.0003" in exps.stdout and "0.0005" in exps.stdout, exps.stdout[-2000:]

@@ -37,7 +37,7 @@ class StubFrame:
 
 
 def _model(method="genreward", **kw):
-    cfg = RewardConfig(**{"alpha": 1.0, "beta": 1.0, "interval": 8, "window": 4, **kw})
+    cfg = RewardConfig(**{"alpha": 1.0, "beta": 1.0, "interval": 8, "window": 4, "normalize": False, **kw})
     return RewardModel(method, cfg, video=StubVideo(), frame=StubFrame())
 
 
@@ -164,18 +164,39 @@ def _tiny_rl(**kw):
     from genreward.agents.config import RLConfig
     from genreward.envs.config import EnvConfig
 
-    rl = RLConfig(**{"tasks": ("reach-v3",), "steps": 96, "seed_steps": 32, "update_every": 4, "batch_size": 8,
-                     "hidden_dim": 32, "feature_dim": 16, "eval_every": 48, "eval_episodes": 2, "gif_episodes": 1, **kw})
+    rl = RLConfig(
+        **{
+            "tasks": ("reach-v3",),
+            "steps": 96,
+            "seed_steps": 32,
+            "update_every": 4,
+            "batch_size": 8,
+            "hidden_dim": 32,
+            "feature_dim": 16,
+            "eval_every": 48,
+            "eval_episodes": 2,
+            "gif_episodes": 1,
+            "std_steps": 100_000,
+            **kw,
+        }
+    )
     return rl, EnvConfig(image_size=32, episode_length=32)
 
 
 def test_online_training_evaluates_checkpoints_and_times_the_reward(tmp_path):
-    from genreward.agents.checkpoint import load_checkpoint
     from genreward.agents.online import make_agent, train
+    from genreward.training import load_checkpoint
 
     rl, env = _tiny_rl()
-    res = train("reach-v3", rl, env, _model("genreward", interval=16, window=8), seed=0, device="cpu",
-                ckpt_dir=tmp_path / "agent")
+    res = train(
+        "reach-v3",
+        rl,
+        env,
+        _model("genreward", interval=16, window=8),
+        seed=0,
+        device="cpu",
+        ckpt_dir=tmp_path / "agent",
+    )
     assert [e["step"] for e in res.evals] == [0, 64, 96]  # evaluations at episode boundaries, and at the end
     assert all(len(e["returns"]) == 2 and e["return_mean"] > 0 for e in res.evals)
     assert len(res.train) == 3 and res.train[-1]["step"] == 96
@@ -197,7 +218,7 @@ def test_online_training_stops_on_a_non_finite_reward_and_keeps_the_checkpoint(t
             return np.full(len(frames), np.nan, np.float32)
 
     rl, env = _tiny_rl(steps=64, eval_every=16)
-    model = RewardModel("frame_only", RewardConfig(interval=16), frame=NaNFrame())
+    model = RewardModel("frame_only", RewardConfig(interval=16, beta=1e-5, normalize=False), frame=NaNFrame())
     with pytest.raises(RLDiverged, match="non-finite reward.*last good checkpoint is kept"):
         train("reach-v3", rl, env, model, seed=0, device="cpu", ckpt_dir=tmp_path / "agent")
     assert (tmp_path / "agent" / "weights.safetensors").exists()

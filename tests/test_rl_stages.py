@@ -14,17 +14,37 @@ from .conftest import REPO
 def _cfg(tmp_path, *extra):
     from genreward.config import load_config
 
-    return load_config(REPO / "params.yaml", overrides=[
-        f"store.data_dir={tmp_path / 'data'}", f"store.reports_dir={tmp_path / 'reports'}", "tasks=[reach-v3]",
-        "prompts.reach-v3=reach", "rl.tasks=[reach-v3]", "rl.methods=[genreward,env_only]", "rl.seeds=[0,1]", *extra])
+    return load_config(
+        REPO / "params.yaml",
+        overrides=[
+            f"store.data_dir={tmp_path / 'data'}",
+            f"store.reports_dir={tmp_path / 'reports'}",
+            "tasks=[reach-v3]",
+            "prompts.reach-v3=reach",
+            "rl.tasks=[reach-v3]",
+            "rl.methods=[genreward,env_only]",
+            "rl.seeds=[0,1]",
+            *extra,
+        ],
+    )
 
 
 def _fake_run(root, method, seed, returns, success):
     d = root / "data" / "rl" / "reach-v3" / method / f"seed{seed}"
     d.mkdir(parents=True)
-    pd.DataFrame({"task": "reach-v3", "method": method, "seed": seed, "episode": range(len(returns)),
-                  "step": [0, 100, 200][: len(returns)], "return_mean": returns, "return_std": 0.0,
-                  "success_rate": success, "episodes": 2}).to_parquet(d / "eval.parquet")
+    pd.DataFrame(
+        {
+            "task": "reach-v3",
+            "method": method,
+            "seed": seed,
+            "episode": range(len(returns)),
+            "step": [0, 100, 200][: len(returns)],
+            "return_mean": returns,
+            "return_std": 0.0,
+            "success_rate": success,
+            "episodes": 2,
+        }
+    ).to_parquet(d / "eval.parquet")
     (d / "run.json").write_text("{}")
 
 
@@ -36,11 +56,15 @@ def test_evaluate_aggregates_seeds_into_curves_metrics_and_table(tmp_path):
     _fake_run(tmp_path, "env_only", 0, [1.0, 2.0, 3.0], [0, 0, 0])
     cfg = _cfg(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"1 finetune_rl run\(s\) missing.*env_only/seed1"):
-        evaluate.run(cfg, {}, {})
+        evaluate.STAGE.execute(cfg)
     _fake_run(tmp_path, "env_only", 1, [1.0, 4.0, 5.0], [0, 1, 1])
-    m = evaluate.run(cfg, {}, {})
+    m = evaluate.STAGE.execute(cfg)
     g = m["reach-v3"]["genreward"]
-    assert g["return_mean"] == 7.0 and g["return_std"] == pytest.approx(np.std([9, 5], ddof=1)) and g["success_rate"] == 0.5
+    assert (
+        g["return_mean"] == 7.0
+        and g["return_std"] == pytest.approx(np.std([9, 5], ddof=1))
+        and g["success_rate"] == 0.5
+    )
     assert m["reach-v3"]["env_only"]["return_mean"] == 4.0 and g["seeds"] == 2 and g["steps"] == 200
     assert json.loads((tmp_path / "reports/metrics.json").read_text()) == m
     curve = pd.read_csv(tmp_path / "reports/curves/reach-v3/genreward.csv")
@@ -51,10 +75,11 @@ def test_evaluate_aggregates_seeds_into_curves_metrics_and_table(tmp_path):
 
 
 def test_reward_model_loads_only_what_the_method_needs_and_names_missing_inputs(tmp_path):
-    from stages.finetune_rl import io_for, reward_model
+    from stages.finetune_rl import inputs, reward_model
+    from stages.table import Item
 
     cfg = _cfg(tmp_path)
-    ins, _ = io_for(cfg, "reach-v3", "env_only", 0)
+    ins = inputs(cfg, Item("reach-v3", "env_only", 0))
     rm, hashes = reward_model(cfg, "reach-v3", "env_only", ins)  # nothing on disk, nothing needed
     assert rm.terms == () and hashes == {}
     with pytest.raises(Exception, match="goal_latents/reach-v3.zarr"):
@@ -83,4 +108,4 @@ def test_profiles_cannot_set_the_rl_matrix_axes(tmp_path):
 
     for stage in (finetune_rl, evaluate):
         with pytest.raises(ConfigError, match=r"rl.tasks: pick-place-v3 not in `tasks`.*set rl.tasks"):
-            stage.run(cfg, {}, {})
+            stage.STAGE.execute(cfg)

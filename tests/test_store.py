@@ -33,7 +33,9 @@ def _video(seed=0, t=9):
 
 
 def _write(path, video, **kw):
-    with write_artifact(path, "goal_video", params={"env": {"image_size": 16}}, inputs={"prompt": "abc"}, attrs={"prompt": "p"}, **kw) as g:
+    with write_artifact(
+        path, "goal_video", params={"env": {"image_size": 16}}, inputs={"prompt": "abc"}, attrs={"prompt": "p"}, **kw
+    ) as g:
         add_array(g, "video", video)
 
 
@@ -140,7 +142,9 @@ def test_artifact_hash_follows_content(tmp_path):
     _write(tmp_path / "a.zarr", _video(1))
     _write(tmp_path / "b.zarr", _video(1))
     _write(tmp_path / "c.zarr", _video(2))
-    assert artifact_hash(tmp_path / "a.zarr") == artifact_hash(tmp_path / "b.zarr") != artifact_hash(tmp_path / "c.zarr")
+    assert (
+        artifact_hash(tmp_path / "a.zarr") == artifact_hash(tmp_path / "b.zarr") != artifact_hash(tmp_path / "c.zarr")
+    )
 
 
 def test_cache_miss_then_hit_without_building(tmp_path):
@@ -194,7 +198,9 @@ def test_concurrent_writers_produce_one_entry(tmp_path):
     barrier = tmp_path / "go"
     ctx = mp.get_context("spawn")
     with ctx.Pool(2) as pool:
-        jobs = [pool.apply_async(_concurrent_writer, (str(tmp_path / "cache"), str(logs), str(barrier))) for _ in range(2)]
+        jobs = [
+            pool.apply_async(_concurrent_writer, (str(tmp_path / "cache"), str(logs), str(barrier))) for _ in range(2)
+        ]
         time.sleep(1.0)
         barrier.write_text("go")
         keys = [j.get(timeout=120) for j in jobs]

@@ -78,8 +78,9 @@ class ClipWorker:
         from genreward.envs.experts import expert_clip
 
         for attempt, seed in enumerate(seeds, 1):
-            video, success, steps = expert_clip(env, policy, seed, job.noise_std(self.cfg), self.cfg.num_frames,
-                                                self.cfg.tail_frames)
+            video, success, steps = expert_clip(
+                env, policy, seed, job.noise_std(self.cfg), self.cfg.num_frames, self.cfg.tail_frames
+            )
             if success or self.cfg.keep_failures or attempt == len(seeds):
                 return Clip(job, video, seed, success, steps, attempt)
         raise AssertionError("unreachable")
@@ -108,7 +109,9 @@ def _run_job(job: ClipJob) -> Clip:
     return _WORKER(job)
 
 
-def render_clips(jobs: list[ClipJob], cfg: DomainVideoConfig, env_cfg: EnvConfig, workers: int = 1, progress: bool = False):
+def render_clips(
+    jobs: list[ClipJob], cfg: DomainVideoConfig, env_cfg: EnvConfig, workers: int = 1, progress: bool = False
+):
     """Yield a :class:`Clip` per job (any order), in ``workers`` spawned processes (1: inline)."""
     from tqdm.auto import tqdm
 
@@ -127,8 +130,12 @@ def render_clips(jobs: list[ClipJob], cfg: DomainVideoConfig, env_cfg: EnvConfig
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn: a forked child must never inherit a live GL context
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(cfg.model_dump_json(), env_cfg.model_dump_json())) as pool:
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(cfg.model_dump_json(), env_cfg.model_dump_json()),
+    ) as pool:
         futures = [pool.submit(_run_job, job) for job in jobs]
         try:
             for fut in as_completed(futures):
@@ -154,7 +161,9 @@ class DomainClips:
         self.split = read_array(g, "split", ndim=1)
         n = len(self.video)
         if len(self.task_id) != n or len(self.split) != n:
-            raise ValueError(f"{self.path}: video/task_id/split lengths differ ({n}, {len(self.task_id)}, {len(self.split)})")
+            raise ValueError(
+                f"{self.path}: video/task_id/split lengths differ ({n}, {len(self.task_id)}, {len(self.split)})"
+            )
 
     def indices(self, split: int) -> np.ndarray:
         return np.flatnonzero(self.split == split)

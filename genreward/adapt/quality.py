@@ -36,8 +36,9 @@ def nearest_task(frame: np.ndarray, finals: np.ndarray, final_tasks: np.ndarray)
     return int(final_tasks[int(np.argmin(d))])
 
 
-def evaluate_samples(samples: dict[int, list[np.ndarray]], real: np.ndarray, finals: np.ndarray,
-                     final_tasks: np.ndarray) -> dict:
+def evaluate_samples(
+    samples: dict[int, list[np.ndarray]], real: np.ndarray, finals: np.ndarray, final_tasks: np.ndarray
+) -> dict:
     """Metrics for ``samples`` (task id -> generated clips) against the real clips."""
     dists, correct, total = [], 0, 0
     confusion: dict[int, dict[int, int]] = {}
@@ -49,20 +50,34 @@ def evaluate_samples(samples: dict[int, list[np.ndarray]], real: np.ndarray, fin
             confusion[tid][pred] += 1
             correct += int(pred == tid)
             total += 1
-    return {"nearest_clip_mse": float(np.mean(dists)), "task_accuracy": correct / max(total, 1), "samples": total,
-            "confusion": {str(k): {str(p): n for p, n in v.items()} for k, v in confusion.items()}}
+    return {
+        "nearest_clip_mse": float(np.mean(dists)),
+        "task_accuracy": correct / max(total, 1),
+        "samples": total,
+        "confusion": {str(k): {str(p): n for p, n in v.items()} for k, v in confusion.items()},
+    }
 
 
-def quality_report(generate: Callable[[int, int], np.ndarray], untrained: Callable[[int, int], np.ndarray] | None,
-                   task_ids: Sequence[int], seeds: Sequence[int], real: np.ndarray, finals: np.ndarray,
-                   final_tasks: np.ndarray, mean_clip: np.ndarray) -> dict:
+def quality_report(
+    generate: Callable[[int, int], np.ndarray],
+    untrained: Callable[[int, int], np.ndarray] | None,
+    task_ids: Sequence[int],
+    seeds: Sequence[int],
+    real: np.ndarray,
+    finals: np.ndarray,
+    final_tasks: np.ndarray,
+    mean_clip: np.ndarray,
+) -> dict:
     """``generate(task_id, seed) -> clip`` for every task x seed; the same for ``untrained``."""
     gen = {t: [generate(t, s) for s in seeds] for t in task_ids}
-    report = {"model": evaluate_samples(gen, real, finals, final_tasks),
-              "mean_clip": {"nearest_clip_mse": nearest_distance(mean_clip, real)},
-              "chance_accuracy": 1.0 / len(set(int(t) for t in final_tasks))}
+    report = {
+        "model": evaluate_samples(gen, real, finals, final_tasks),
+        "mean_clip": {"nearest_clip_mse": nearest_distance(mean_clip, real)},
+        "chance_accuracy": 1.0 / len(set(int(t) for t in final_tasks)),
+    }
     if untrained is not None:
-        report["untrained"] = evaluate_samples({t: [untrained(t, s) for s in seeds] for t in task_ids}, real, finals,
-                                               final_tasks)
+        report["untrained"] = evaluate_samples(
+            {t: [untrained(t, s) for s in seeds] for t in task_ids}, real, finals, final_tasks
+        )
     report["samples"] = gen
     return report

@@ -68,8 +68,10 @@ def latent_scale(vae, video: np.ndarray, batch_size: int, device: str) -> float:
     import torch
 
     with torch.no_grad():
-        means = [vae.encode(clips_to_tensor(video[i:i + batch_size], device)).latent_dist.mean.float().cpu()
-                 for i in range(0, len(video), batch_size)]
+        means = [
+            vae.encode(clips_to_tensor(video[i : i + batch_size], device)).latent_dist.mean.float().cpu()
+            for i in range(0, len(video), batch_size)
+        ]
     std = float(torch.cat(means).std())
     return 1.0 / max(std, 1e-6)
 
@@ -84,7 +86,7 @@ def encode_clips(vae, video: np.ndarray, batch_size: int, device: str, seed: int
     lats, firsts = [], []
     with torch.no_grad():
         for i in range(0, len(video), batch_size):
-            x = clips_to_tensor(video[i:i + batch_size], device, vae.dtype)
+            x = clips_to_tensor(video[i : i + batch_size], device, vae.dtype)
             lats.append(_sample(vae.encode(x).latent_dist, g).float().cpu())
             firsts.append(_sample(vae.encode(x[:, :, :1]).latent_dist, g).float().cpu())
     lat = torch.cat(lats).permute(0, 2, 1, 3, 4) * scale
@@ -121,20 +123,39 @@ def diffusion_loss(pipe, batch: DenoiserBatch, max_text_len: int, generator, dev
         first = batch.first.to(device, latents.dtype)
         pad = torch.zeros((b, latents.shape[1] - 1) + tuple(latents.shape[2:]), device=device, dtype=latents.dtype)
         model_in = torch.cat([noisy, torch.cat([first, pad], dim=1)], dim=2)
-    embeds = pipe._get_t5_prompt_embeds(prompt=list(batch.prompts), max_sequence_length=max_text_len, device=device,
-                                        dtype=latents.dtype)
-    rotary = (pipe._prepare_rotary_positional_embeddings(height, width, latents.shape[1], device)
-              if pipe.transformer.config.use_rotary_positional_embeddings else None)
+    embeds = pipe._get_t5_prompt_embeds(
+        prompt=list(batch.prompts), max_sequence_length=max_text_len, device=device, dtype=latents.dtype
+    )
+    rotary = (
+        pipe._prepare_rotary_positional_embeddings(height, width, latents.shape[1], device)
+        if pipe.transformer.config.use_rotary_positional_embeddings
+        else None
+    )
     kwargs = {}
     if getattr(pipe.transformer.config, "ofs_embed_dim", None):
         kwargs["ofs"] = latents.new_full((b,), 2.0)
-    pred = pipe.transformer(hidden_states=model_in, encoder_hidden_states=embeds, timestep=t,
-                            image_rotary_emb=rotary, return_dict=False, **kwargs)[0]
+    pred = pipe.transformer(
+        hidden_states=model_in,
+        encoder_hidden_states=embeds,
+        timestep=t,
+        image_rotary_emb=rotary,
+        return_dict=False,
+        **kwargs,
+    )[0]
     return ((pred.float() - target.float()) ** 2).mean()
 
 
-def denoiser_update(pipe, params: Sequence, opt, batch: DenoiserBatch, max_text_len: int, generator, device: str,
-                    height: int, width: int) -> dict[str, float]:
+def denoiser_update(
+    pipe,
+    params: Sequence,
+    opt,
+    batch: DenoiserBatch,
+    max_text_len: int,
+    generator,
+    device: str,
+    height: int,
+    width: int,
+) -> dict[str, float]:
     import torch
 
     loss = diffusion_loss(pipe, batch, max_text_len, generator, device, height, width)
@@ -146,8 +167,9 @@ def denoiser_update(pipe, params: Sequence, opt, batch: DenoiserBatch, max_text_
     return {"loss": loss.item(), "grad_norm": float(gnorm)}
 
 
-def batch_sampler(latents, first, clip_prompts: Sequence[str], batch_size: int, p_uncond: float, seed: int,
-                  image_cond: bool) -> Callable[[int], DenoiserBatch]:
+def batch_sampler(
+    latents, first, clip_prompts: Sequence[str], batch_size: int, p_uncond: float, seed: int, image_cond: bool
+) -> Callable[[int], DenoiserBatch]:
     """``step -> DenoiserBatch``: clips drawn with replacement, prompts dropped with ``p_uncond``."""
 
     def sample(step: int) -> DenoiserBatch:
@@ -163,12 +185,14 @@ def batch_sampler(latents, first, clip_prompts: Sequence[str], batch_size: int, 
 # -- LoRA ----------------------------------------------------------------------------------
 def add_lora(transformer, rank: int, alpha: float, target_modules: Sequence[str]):
     """Attach a trainable peft LoRA adapter to ``transformer``; returns its parameters (name -> p)."""
-    import genreward  # noqa: F401
     from peft import LoraConfig
 
+    import genreward  # noqa: F401
+
     transformer.requires_grad_(False)
-    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(target_modules),
-                                       init_lora_weights=True))
+    transformer.add_adapter(
+        LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(target_modules), init_lora_weights=True)
+    )
     params = {n: p for n, p in transformer.named_parameters() if "lora_" in n}
     if not params:
         raise ValueError(f"no LoRA parameters were created: target_modules {list(target_modules)} match no layer")

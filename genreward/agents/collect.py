@@ -15,8 +15,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from genreward.agents.replay import Episode, EpisodeWriter, TransitionBuffer
-from genreward.envs.config import EnvConfig
+from genreward.agents.replay import TransitionBuffer
+from genreward.envs.config import ACTION_DIM, EnvConfig
+from genreward.store.episodes import Episode, EpisodeWriter
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +91,22 @@ def collect(
                 seeds = [seed + k + i for i in range(n)] + [seed + 10_000_000 + k + i for i in range(num_envs - n)]
                 t0 = time.perf_counter()
                 obs, _ = venv.reset(seed=seeds)
-                frames, states, actions, successes = [obs["pixels"][:, -3:]], [obs["state"]], [], [np.zeros(num_envs, bool)]
+                frames, states, actions, successes = (
+                    [obs["pixels"][:, -3:]],
+                    [obs["state"]],
+                    [],
+                    [np.zeros(num_envs, bool)],
+                )
                 if hasattr(explorer, "reset"):
                     explorer.reset(num_envs, rng)
-                experts = np.array([expert is not None and plan.is_expert(k + i) if i < n else False for i in range(num_envs)])
+                experts = np.array(
+                    [expert is not None and plan.is_expert(k + i) if i < n else False for i in range(num_envs)]
+                )
                 for _ in range(env_cfg.agent_steps):
                     action = explorer.act(obs["pixels"], step_count, rng)
                     if experts.any():
                         for i in np.flatnonzero(experts):
-                            a = expert(obs["state"][i]) + rng.normal(0, expert_noise, 4)
+                            a = expert(obs["state"][i]) + rng.normal(0, expert_noise, ACTION_DIM)
                             action[i] = np.clip(a, -1, 1)
                     obs, _, _, truncated, info = venv.step(action)
                     frames.append(obs["pixels"][:, -3:])

@@ -38,7 +38,9 @@ def coverage(state: np.ndarray, episode_start: np.ndarray, success: np.ndarray) 
 
 
 def object_displacements(state: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
-    return np.array([np.linalg.norm(state[s, 4:7] - state[s.start, 4:7], axis=1).max() for s in episode_slices(episode_start)])
+    return np.array(
+        [np.linalg.norm(state[s, 4:7] - state[s.start, 4:7], axis=1).max() for s in episode_slices(episode_start)]
+    )
 
 
 def plot_coverage(datasets: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> Path:

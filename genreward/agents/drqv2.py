@@ -33,8 +33,12 @@ class DrQV2Config:
     @classmethod
     def from_section(cls, section) -> "DrQV2Config":
         """From a params section with the agent knobs (``exploration:`` or ``rl:``)."""
-        return cls(**{k: getattr(section, k) for k in
-                      ("feature_dim", "hidden_dim", "lr", "discount", "std_start", "std_end", "std_steps")})
+        return cls(
+            **{
+                k: getattr(section, k)
+                for k in ("feature_dim", "hidden_dim", "lr", "discount", "std_start", "std_end", "std_steps")
+            }
+        )
 
 
 class Actor(nn.Module):
@@ -62,7 +66,9 @@ class Critic(nn.Module):
 
 
 class DrQV2Agent(nn.Module):
-    def __init__(self, obs_shape: tuple[int, int, int], action_dim: int, cfg: DrQV2Config = DrQV2Config(), device: str = "cpu"):
+    def __init__(
+        self, obs_shape: tuple[int, int, int], action_dim: int, cfg: DrQV2Config = DrQV2Config(), device: str = "cpu"
+    ):
         super().__init__()
         self.cfg, self.action_dim, self.device = cfg, action_dim, device
         self.encoder = PixelEncoder(obs_shape[0], obs_shape[1])
@@ -83,8 +89,14 @@ class DrQV2Agent(nn.Module):
         return self.cfg.std_start + frac * (self.cfg.std_end - self.cfg.std_start)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, step: int, eval_mode: bool = False, rng: np.random.Generator | None = None,
-            noise: np.ndarray | None = None) -> np.ndarray:
+    def act(
+        self,
+        obs: np.ndarray,
+        step: int,
+        eval_mode: bool = False,
+        rng: np.random.Generator | None = None,
+        noise: np.ndarray | None = None,
+    ) -> np.ndarray:
         """obs uint8 [B, C, H, W] -> actions float32 [B, A] in [-1, 1].
 
         Exploration noise is ``std(step)`` times ``noise`` (unit-variance, e.g. coloured noise from
@@ -101,7 +113,9 @@ class DrQV2Agent(nn.Module):
         obs = obs.float()
         return self.encoder(self.aug(obs) if augment else obs)
 
-    def update(self, obs, action, reward, next_obs, step: int, discount: torch.Tensor | float | None = None) -> dict[str, float]:
+    def update(
+        self, obs, action, reward, next_obs, step: int, discount: torch.Tensor | float | None = None
+    ) -> dict[str, float]:
         """One critic + actor update on a batch (tensors on ``self.device``)."""
         cfg = self.cfg
         discount = cfg.discount if discount is None else discount
@@ -112,7 +126,9 @@ class DrQV2Agent(nn.Module):
             noise = (torch.randn_like(mu) * self.std(step)).clamp(-cfg.std_clip, cfg.std_clip)
             next_a = (mu + noise).clamp(-1, 1)
             tq1, tq2 = self.critic_target(next_h, next_a)
-            target = reward.view(-1, 1) + (discount.view(-1, 1) if torch.is_tensor(discount) else discount) * torch.min(tq1, tq2)
+            target = reward.view(-1, 1) + (discount.view(-1, 1) if torch.is_tensor(discount) else discount) * torch.min(
+                tq1, tq2
+            )
         q1, q2 = self.critic(h, action)
         critic_loss = nn.functional.mse_loss(q1, target) + nn.functional.mse_loss(q2, target)
         self.encoder_opt.zero_grad(set_to_none=True)
@@ -134,5 +150,9 @@ class DrQV2Agent(nn.Module):
         with torch.no_grad():
             for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
                 tp.lerp_(p, cfg.critic_tau)
-        return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "q": q1.mean().item(),
-                "target_q": target.mean().item()}
+        return {
+            "critic_loss": critic_loss.item(),
+            "actor_loss": actor_loss.item(),
+            "q": q1.mean().item(),
+            "target_q": target.mean().item(),
+        }

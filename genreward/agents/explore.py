@@ -10,13 +10,14 @@ import numpy as np
 from genreward.agents.config import ExplorationConfig
 from genreward.agents.noise import ColoredNoise
 from genreward.agents.replay import TransitionBuffer
+from genreward.envs.config import ACTION_DIM
 
 
 class RandomExplorer:
     name = "random"
 
     def act(self, obs: np.ndarray, step: int, rng: np.random.Generator) -> np.ndarray:
-        return rng.uniform(-1.0, 1.0, size=(len(obs), 4)).astype(np.float32)
+        return rng.uniform(-1.0, 1.0, size=(len(obs), ACTION_DIM)).astype(np.float32)
 
     def update(self, buffer: TransitionBuffer, step: int, rng: np.random.Generator) -> dict[str, float]:
         return {}
@@ -25,8 +26,15 @@ class RandomExplorer:
 class RNDExplorer:
     name = "rnd"
 
-    def __init__(self, obs_shape: tuple[int, int, int], cfg: ExplorationConfig, frame_stack: int, device: str = "cpu",
-                 seed: int = 0, horizon: int = 256):
+    def __init__(
+        self,
+        obs_shape: tuple[int, int, int],
+        cfg: ExplorationConfig,
+        frame_stack: int,
+        device: str = "cpu",
+        seed: int = 0,
+        horizon: int = 256,
+    ):
         import torch
 
         from genreward.agents.drqv2 import DrQV2Agent, DrQV2Config
@@ -34,7 +42,7 @@ class RNDExplorer:
 
         torch.manual_seed(seed)
         self.cfg, self.frame_stack, self.device = cfg, frame_stack, device
-        self.agent = DrQV2Agent(obs_shape, 4, DrQV2Config.from_section(cfg), device)
+        self.agent = DrQV2Agent(obs_shape, ACTION_DIM, DrQV2Config.from_section(cfg), device)
         self.rnd = RND(self.agent.encoder.repr_dim, hidden_dim=cfg.hidden_dim, lr=cfg.lr).to(device)
         self._torch = torch
         self.horizon = horizon
@@ -43,7 +51,7 @@ class RNDExplorer:
 
     def reset(self, n: int, rng: np.random.Generator) -> None:
         """New episodes start: fresh exploration-noise sequences (β = ``noise_beta``) per env."""
-        self.noise = ColoredNoise(self.cfg.noise_beta, n, 4, self.horizon, rng)
+        self.noise = ColoredNoise(self.cfg.noise_beta, n, ACTION_DIM, self.horizon, rng)
 
     def act(self, obs: np.ndarray, step: int, rng: np.random.Generator) -> np.ndarray:
         if self.noise is None or self.noise.n != len(obs):
@@ -51,7 +59,7 @@ class RNDExplorer:
         noise = self.noise.sample()
         t, self.t = self.t, self.t + len(obs)
         if t < self.cfg.seed_steps:
-            return rng.uniform(-1.0, 1.0, size=(len(obs), 4)).astype(np.float32)
+            return rng.uniform(-1.0, 1.0, size=(len(obs), ACTION_DIM)).astype(np.float32)
         return self.agent.act(obs, t, rng=rng, noise=noise)
 
     def update(self, buffer: TransitionBuffer, step: int, rng: np.random.Generator) -> dict[str, float]:

@@ -43,8 +43,8 @@ class RandomShift(nn.Module):
         padded = nn.functional.pad(x, (self.pad,) * 4, mode="replicate")
         dy = torch.randint(0, 2 * self.pad + 1, (b,), device=x.device)
         dx = torch.randint(0, 2 * self.pad + 1, (b,), device=x.device)
-        rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # b,h
-        cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # b,w
+        rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # b,h
+        cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # b,w
         bi = torch.arange(b, device=x.device)[:, None, None]
         out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # b,h,w,c
         return out.permute(0, 3, 1, 2).contiguous()
@@ -56,10 +56,14 @@ class PixelEncoder(nn.Module):
     def __init__(self, in_channels: int, image_size: int, filters: int = 32):
         super().__init__()
         self.convs = nn.Sequential(
-            nn.Conv2d(in_channels, filters, 3, stride=2), nn.ReLU(inplace=True),
-            nn.Conv2d(filters, filters, 3, stride=1), nn.ReLU(inplace=True),
-            nn.Conv2d(filters, filters, 3, stride=1), nn.ReLU(inplace=True),
-            nn.Conv2d(filters, filters, 3, stride=1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, filters, 3, stride=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(filters, filters, 3, stride=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(filters, filters, 3, stride=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(filters, filters, 3, stride=1),
+            nn.ReLU(inplace=True),
         )
         with torch.no_grad():
             self.repr_dim = int(self.convs(torch.zeros(1, in_channels, image_size, image_size)).numel())

@@ -22,7 +22,9 @@ def powerlaw_noise(beta: float, n: int, dims: int, horizon: int, rng: np.random.
     freqs = np.fft.rfftfreq(horizon)
     freqs[0] = freqs[1]  # keep a finite (lowest-frequency) amplitude for the mean
     amp = freqs ** (-beta / 2.0)
-    spec = amp[None, :, None] * (rng.standard_normal((n, len(freqs), dims)) + 1j * rng.standard_normal((n, len(freqs), dims)))
+    spec = amp[None, :, None] * (
+        rng.standard_normal((n, len(freqs), dims)) + 1j * rng.standard_normal((n, len(freqs), dims))
+    )
     x = np.fft.irfft(spec, n=horizon, axis=1)
     # Scale each sequence to unit mean square (the per-step power of white N(0, 1) noise); its
     # mean is kept, since a slow drift is the point of coloured noise.

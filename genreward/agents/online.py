@@ -20,7 +20,7 @@ import numpy as np
 
 from genreward.agents.config import RLConfig
 from genreward.agents.replay import EpisodeReplay
-from genreward.envs.config import EnvConfig
+from genreward.envs.config import ACTION_DIM, EnvConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 class OnlineAgent(Protocol):
     """What the trainer needs from an agent (DrQ-v2 now; a DreamerV3 adapter would implement it)."""
 
-    def act(self, obs: np.ndarray, step: int, eval_mode: bool = False, rng: np.random.Generator | None = None) -> np.ndarray: ...
+    def act(
+        self, obs: np.ndarray, step: int, eval_mode: bool = False, rng: np.random.Generator | None = None
+    ) -> np.ndarray: ...
 
     def update(self, obs, action, reward, next_obs, step: int, discount=None) -> dict[str, float]: ...
 
@@ -48,7 +50,7 @@ class RunResult:
 def make_agent(rl: RLConfig, obs_shape: tuple[int, int, int], device: str, fb_encoder=None):
     from genreward.agents.drqv2 import DrQV2Agent, DrQV2Config
 
-    agent = DrQV2Agent(obs_shape, 4, DrQV2Config.from_section(rl), device)
+    agent = DrQV2Agent(obs_shape, ACTION_DIM, DrQV2Config.from_section(rl), device)
     if fb_encoder is not None:
         init_encoder_from(agent.encoder, fb_encoder)
     return agent
@@ -74,9 +76,14 @@ def init_encoder_from(dst, src) -> None:
     dst.load_state_dict(dd)
 
 
-def run_episode(env, policy: Callable[[np.ndarray], np.ndarray], seed: int, keep_rgb: bool = False,
-                after_step: Callable[[], None] | None = None):
-    """One whole episode. Returns frames uint8 [L+1,3,H,W], actions [L,4], env rewards [L],
+def run_episode(
+    env,
+    policy: Callable[[np.ndarray], np.ndarray],
+    seed: int,
+    keep_rgb: bool = False,
+    after_step: Callable[[], None] | None = None,
+):
+    """One whole episode. Returns frames uint8 [L+1,3,H,W], actions [L,A], env rewards [L],
     success-any, and (optionally) upright RGB frames for a GIF. ``after_step`` runs after every
     env step (the trainer's updates)."""
     obs, _ = env.reset(seed=seed)
@@ -107,18 +114,33 @@ def evaluate(agent, env, step: int, episodes: int, seed_base: int, gif_episodes:
         successes.append(bool(ok))
         if keep:
             gifs.append(np.stack(rgb))
-    row = {"step": step, "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
-           "success_rate": float(np.mean(successes)), "episodes": episodes, "returns": returns}
+    row = {
+        "step": step,
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "success_rate": float(np.mean(successes)),
+        "episodes": episodes,
+        "returns": returns,
+    }
     return row, gifs
 
 
-def train(task: str, rl: RLConfig, env_cfg: EnvConfig, reward_model, seed: int, device: str, ckpt_dir: Path,
-          fb_encoder=None, progress: bool = False) -> RunResult:
+def train(
+    task: str,
+    rl: RLConfig,
+    env_cfg: EnvConfig,
+    reward_model,
+    seed: int,
+    device: str,
+    ckpt_dir: Path,
+    fb_encoder=None,
+    progress: bool = False,
+) -> RunResult:
     import torch
     from tqdm.auto import tqdm
 
-    from genreward.agents.checkpoint import save_checkpoint
     from genreward.envs.metaworld_env import MetaWorldPixelEnv
+    from genreward.training import save_checkpoint
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -127,7 +149,7 @@ def train(task: str, rl: RLConfig, env_cfg: EnvConfig, reward_model, seed: int, 
     eval_env = MetaWorldPixelEnv(task, env_cfg)
     agent = make_agent(rl, (3 * stack, size, size), device, fb_encoder)
     capacity = min(rl.replay_episodes, -(-rl.steps // L))
-    replay = EpisodeReplay(capacity, L, (3, size, size), 4)
+    replay = EpisodeReplay(capacity, L, (3, size, size), ACTION_DIM)
     res = RunResult()
     t_env = t_update = t_reward = t_eval = 0.0
     step, episode, next_eval, n_updates = 0, 0, 0, 0
@@ -141,12 +163,19 @@ def train(task: str, rl: RLConfig, env_cfg: EnvConfig, reward_model, seed: int, 
         res.gif_frames = gifs or res.gif_frames
         save_checkpoint(ckpt_dir, {"agent": agent}, None, {"step": step, "evals": res.evals})
         t_eval += time.perf_counter() - t0
-        log.info("%s seed %d, step %d: eval return %.1f ± %.1f, success %.0f%%", task, seed, step,
-                 row["return_mean"], row["return_std"], 100 * row["success_rate"])
+        log.info(
+            "%s seed %d, step %d: eval return %.1f ± %.1f, success %.0f%%",
+            task,
+            seed,
+            step,
+            row["return_mean"],
+            row["return_std"],
+            100 * row["success_rate"],
+        )
 
     def policy(obs):
         if step < rl.seed_steps:
-            return rng.uniform(-1, 1, 4).astype(np.float32)
+            return rng.uniform(-1, 1, ACTION_DIM).astype(np.float32)
         return agent.act(obs[None], step, rng=rng)[0]
 
     def after_step():
@@ -156,13 +185,18 @@ def train(task: str, rl: RLConfig, env_cfg: EnvConfig, reward_model, seed: int, 
             return
         t1 = time.perf_counter()
         b = replay.sample(rl.batch_size, rng, stack, rl.n_step, rl.discount)
-        m = agent.update(*(torch.as_tensor(b[k], device=device) for k in ("obs", "action", "reward", "next_obs")),
-                         step, discount=torch.as_tensor(b["discount"], device=device))
+        m = agent.update(
+            *(torch.as_tensor(b[k], device=device) for k in ("obs", "action", "reward", "next_obs")),
+            step,
+            discount=torch.as_tensor(b["discount"], device=device),
+        )
         n_updates += 1
         if not np.isfinite(m["critic_loss"]) or not np.isfinite(m["actor_loss"]):
-            raise RLDiverged(f"{task} {reward_model.method} seed {seed}: non-finite loss at step {step} ({m}); "
-                             f"the last good checkpoint (step {res.evals[-1]['step']}) is kept in {ckpt_dir}; "
-                             "lower rl.lr or check the reward scale")
+            raise RLDiverged(
+                f"{task} {reward_model.method} seed {seed}: non-finite loss at step {step} ({m}); "
+                f"the last good checkpoint (step {res.evals[-1]['step']}) is kept in {ckpt_dir}; "
+                "lower rl.lr or check the reward scale"
+            )
         t_update += time.perf_counter() - t1
 
     bar = tqdm(total=rl.steps, desc=f"{task} {reward_model.method} s{seed}", unit="step", disable=not progress)
@@ -172,8 +206,9 @@ def train(task: str, rl: RLConfig, env_cfg: EnvConfig, reward_model, seed: int, 
                 do_eval(final=False)
                 next_eval += rl.eval_every
             t0, u0 = time.perf_counter(), t_update
-            frames_a, actions_a, env_r, success, _ = run_episode(env, policy, seed * 1_000_003 + episode,
-                                                                 after_step=after_step)
+            frames_a, actions_a, env_r, success, _ = run_episode(
+                env, policy, seed * 1_000_003 + episode, after_step=after_step
+            )
             t_env += time.perf_counter() - t0 - (t_update - u0)
             bar.update(L)
             t1 = time.perf_counter()
@@ -183,16 +218,29 @@ def train(task: str, rl: RLConfig, env_cfg: EnvConfig, reward_model, seed: int, 
                 raise RLDiverged(f"{e}; the last good checkpoint is kept in {ckpt_dir}") from None
             t_reward += time.perf_counter() - t1
             replay.add(frames_a, actions_a, env_r, er.total)
-            res.train.append({"step": step, "episode": episode, "env_return": float(env_r.sum()),
-                              "reward_return": float(er.total.sum()), "success": bool(success),
-                              **{f"{k}_sum": float(v.sum()) for k, v in er.terms.items()}})
+            res.train.append(
+                {
+                    "step": step,
+                    "episode": episode,
+                    "env_return": float(env_r.sum()),
+                    "reward_return": float(er.total.sum()),
+                    "success": bool(success),
+                    **{f"{k}_sum": float(v.sum()) for k, v in er.terms.items()},
+                }
+            )
             episode += 1
         do_eval(final=True)
     finally:
         bar.close()
         env.close()
         eval_env.close()
-    res.timing = {"env_s": t_env, "update_s": t_update, "reward_s": t_reward, "eval_s": t_eval,
-                  "updates": n_updates, "agent_steps": step,
-                  "reward_share_of_step_and_update": t_reward / max(t_env + t_update, 1e-9)}
+    res.timing = {
+        "env_s": t_env,
+        "update_s": t_update,
+        "reward_s": t_reward,
+        "eval_s": t_eval,
+        "updates": n_updates,
+        "agent_steps": step,
+        "reward_share_of_step_and_update": t_reward / max(t_env + t_update, 1e-9),
+    }
     return res

@@ -83,7 +83,9 @@ def rollout(
     )
 
 
-def expert_clip(env, policy, seed: int, noise_std: float, num_frames: int, tail_frames: int) -> tuple[np.ndarray, bool, int]:
+def expert_clip(
+    env, policy, seed: int, noise_std: float, num_frames: int, tail_frames: int
+) -> tuple[np.ndarray, bool, int]:
     """One expert episode in ``env`` (a MetaWorldPixelEnv, frame_stack 1, action_repeat 1) from
     the reset to ``tail_frames`` steps after the first success, uniformly resampled to
     ``num_frames`` frames.

@@ -21,6 +21,7 @@ from genreward.envs import gl
 from genreward.envs.config import ACTION_DIM, STATE_DIM, EnvConfig
 from genreward.envs.tasks import check_task
 
+
 def _gym():
     gl.configure()
     import gymnasium

@@ -56,8 +56,14 @@ class EpisodeReward:
 class RewardModel:
     """One method's reward: which terms, their weights, and (optionally) running normalisation."""
 
-    def __init__(self, method: str, cfg: RewardConfig, video: VideoReward | None = None,
-                 frame: FrameReward | None = None, clip: CLIPReward | None = None):
+    def __init__(
+        self,
+        method: str,
+        cfg: RewardConfig,
+        video: VideoReward | None = None,
+        frame: FrameReward | None = None,
+        clip: CLIPReward | None = None,
+    ):
         if method not in METHOD_TERMS:
             raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHOD_TERMS)}")
         self.method, self.cfg, self.terms = method, cfg, METHOD_TERMS[method]
@@ -117,12 +123,14 @@ class RewardModel:
                 x = np.where(mask, self.stats[term].normalize(x), 0.0)
             total = total + weights[term] * x
         if not np.isfinite(total).all():
-            raise FloatingPointError(f"{self.method}: non-finite reward (terms: "
-                                     f"{ {k: bool(np.isfinite(v).all()) for k, v in raw.items()} })")
+            raise FloatingPointError(
+                f"{self.method}: non-finite reward (terms: { {k: bool(np.isfinite(v).all()) for k, v in raw.items()} })"
+            )
         return total.astype(np.float32)
 
-    def episode(self, frames: np.ndarray, actions: np.ndarray, env_reward: np.ndarray,
-                update_stats: bool = True) -> EpisodeReward:
+    def episode(
+        self, frames: np.ndarray, actions: np.ndarray, env_reward: np.ndarray, update_stats: bool = True
+    ) -> EpisodeReward:
         raw = self.raw_terms(frames, actions)
         return EpisodeReward(self.combine(raw, env_reward, update_stats), raw)
 

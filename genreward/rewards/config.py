@@ -26,12 +26,19 @@ class RewardConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    alpha: float = Field(0.01, ge=0.0, description="weight of the video-level reward (paper code: 0.01)")
-    beta: float = Field(1e-5, ge=0.0, description="weight of the frame-level FB reward (paper code: 1e-5)")
-    clip_weight: float = Field(1.0, ge=0.0, description="weight of the per-step CLIP reward (clip_reward baseline)")
+    alpha: float = Field(
+        1.0, ge=0.0, description="weight α of the video-level reward (paper code: 0.01 on the raw cosine)"
+    )
+    beta: float = Field(
+        1.0, ge=0.0, description="weight β of the frame-level FB reward (paper code: 1e-5 on the raw F·z)"
+    )
+    clip_weight: float = Field(
+        1.0, ge=0.0, description="weight of the per-step CLIP cosine to the prompt (clip_reward baseline)"
+    )
     env_weight: float = Field(1.0, ge=0.0, description="weight of the env's dense reward (0: generated reward only)")
     interval: int = Field(128, ge=1, description="Δt: agent steps between video/frame rewards")
-    window: int = Field(128, ge=2, description="agent steps in the video-reward window (subsampled to latents.num_frames)")
+    window: int = Field(
+        128, ge=2, description="agent steps in the video-reward window (subsampled to latents.num_frames)"
+    )
     frame_per_step: bool = Field(False, description="pay the frame-level reward every step instead of every Δt")
-    normalize: bool = Field(False, description="running z-score of each generated term before weighting")
-
+    normalize: bool = Field(True, description="running z-score of each generated term before weighting")

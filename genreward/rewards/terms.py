@@ -53,8 +53,10 @@ class VideoReward:
             raise RewardInputError("video-reward windows need at least 2 frames")
         latents = self.encoder.encode_batch(clips)
         if latents[0].size != self.goal.size:
-            raise RewardInputError(f"agent-window latent has {latents[0].size} values, the goal latent {self.goal.size}: "
-                                   "encode both with the same latents config")
+            raise RewardInputError(
+                f"agent-window latent has {latents[0].size} values, the goal latent {self.goal.size}: "
+                "encode both with the same latents config"
+            )
         return np.array([latent_cosine(z.ravel(), self.goal) for z in latents], np.float32)
 
 
@@ -67,17 +69,22 @@ class FrameReward:
         self.model = fb_model
         goal = _frames(np.asarray(goal_frame)[None], "goal frame")[0]
         if tuple(goal.shape) != tuple(fb_model.obs_shape):
-            raise RewardInputError(f"goal frame shape {list(goal.shape)} does not match the FB model's input "
-                                   f"{list(fb_model.obs_shape)}")
+            raise RewardInputError(
+                f"goal frame shape {list(goal.shape)} does not match the FB model's input {list(fb_model.obs_shape)}"
+            )
         self.z = fb_model.goal_z(goal)
 
     def steps(self, frames: np.ndarray, actions: np.ndarray, batch_size: int = 512) -> np.ndarray:
         frames = _frames(frames)
         actions = np.asarray(actions, np.float32)
         if actions.shape != (len(frames), self.model.action_dim):
-            raise RewardInputError(f"actions: expected [{len(frames)}, {self.model.action_dim}], got {list(actions.shape)}")
-        out = [self.model.frame_reward(frames[i : i + batch_size], actions[i : i + batch_size], z=self.z)
-               for i in range(0, len(frames), batch_size)]
+            raise RewardInputError(
+                f"actions: expected [{len(frames)}, {self.model.action_dim}], got {list(actions.shape)}"
+            )
+        out = [
+            self.model.frame_reward(frames[i : i + batch_size], actions[i : i + batch_size], z=self.z)
+            for i in range(0, len(frames), batch_size)
+        ]
         return np.concatenate(out).astype(np.float32)
 
 

@@ -13,7 +13,18 @@ from genreward.store.cache import CacheResult, ContentCache
 from genreward.store.hashing import canonical_json, hash_array, hash_file, hash_tree, stable_hash
 
 __all__ = [
-    "ArtifactError", "CacheResult", "ContentCache", "add_array", "artifact_hash", "canonical_json",
-    "hash_array", "hash_file", "hash_tree", "open_artifact", "provenance", "read_array",
-    "stable_hash", "write_artifact",
+    "ArtifactError",
+    "CacheResult",
+    "ContentCache",
+    "add_array",
+    "artifact_hash",
+    "canonical_json",
+    "hash_array",
+    "hash_file",
+    "hash_tree",
+    "open_artifact",
+    "provenance",
+    "read_array",
+    "stable_hash",
+    "write_artifact",
 ]

@@ -24,8 +24,21 @@ def code_version() -> dict[str, object]:
         if commit.returncode == 0:
             info["git_commit"] = commit.stdout.strip()
             status = subprocess.run(
-                ["git", "-C", str(_REPO), "status", "--porcelain", "--untracked-files=no", "--", "genreward", "stages", "flows"],
-                capture_output=True, text=True, timeout=10,
+                [
+                    "git",
+                    "-C",
+                    str(_REPO),
+                    "status",
+                    "--porcelain",
+                    "--untracked-files=no",
+                    "--",
+                    "genreward",
+                    "stages",
+                    "flows",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
             )
             info["git_dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):

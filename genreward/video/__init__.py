@@ -8,6 +8,12 @@ from genreward.video.config import DEFAULT_PROMPTS, GoalVideoConfig
 from genreward.video.io import VideoError, read_video, validate_video
 
 __all__ = [
-    "DEFAULT_PROMPTS", "GenerationError", "GoalVideoConfig", "GoalVideoGenerator", "VideoError", "VideoSpec",
-    "read_video", "validate_video",
+    "DEFAULT_PROMPTS",
+    "GenerationError",
+    "GoalVideoConfig",
+    "GoalVideoGenerator",
+    "VideoError",
+    "VideoSpec",
+    "read_video",
+    "validate_video",
 ]

@@ -28,8 +28,9 @@ def prompt_words(prompts: Iterable[str]) -> list[str]:
 
 def word_tokenizer(words: Iterable[str]):
     """A ``T5Tokenizer`` (transformers >= 5) over whole words plus character fallback."""
-    import genreward  # noqa: F401
     from transformers import T5Tokenizer
+
+    import genreward  # noqa: F401
 
     pieces = list(SPECIAL) + [("\u2581", -2.0)]
     seen = {p for p, _ in pieces}
@@ -70,33 +71,52 @@ class TinyCogVideoXConfig:
     def from_section(cls, sc, num_frames: int, height: int, width: int) -> "TinyCogVideoXConfig":
         """From ``video_model.from_scratch`` (:class:`genreward.adapt.config.ScratchConfig`) and the clip size."""
         names = {f for f in cls.__dataclass_fields__} - {"sample_height", "sample_width", "sample_frames"}
-        return cls(**{n: getattr(sc, n) for n in names}, sample_height=height, sample_width=width, sample_frames=num_frames)
+        return cls(
+            **{n: getattr(sc, n) for n in names}, sample_height=height, sample_width=width, sample_frames=num_frames
+        )
 
 
 # The scheduler settings of the released CogVideoX checkpoints (v-prediction, zero terminal SNR,
 # trailing timesteps); the from-scratch model is trained with the same objective.
-SCHEDULER_CONFIG = dict(prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
-                        clip_sample=False, set_alpha_to_one=True, beta_schedule="scaled_linear", beta_start=0.00085,
-                        beta_end=0.012, snr_shift_scale=3.0, num_train_timesteps=1000)
+SCHEDULER_CONFIG = dict(
+    prediction_type="v_prediction",
+    rescale_betas_zero_snr=True,
+    timestep_spacing="trailing",
+    clip_sample=False,
+    set_alpha_to_one=True,
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    beta_end=0.012,
+    snr_shift_scale=3.0,
+    num_train_timesteps=1000,
+)
 
 
 def build_vae(cfg: TinyCogVideoXConfig | None = None):
     """A randomly initialised ``AutoencoderKLCogVideoX`` (eval mode) of the given sizes."""
-    import genreward  # noqa: F401
     from diffusers import AutoencoderKLCogVideoX
+
+    import genreward  # noqa: F401
 
     c = cfg or TinyCogVideoXConfig()
     blocks = len(c.vae_channels)
     return AutoencoderKLCogVideoX(
-        block_out_channels=c.vae_channels, latent_channels=c.latent_channels, layers_per_block=c.vae_layers_per_block,
-        norm_num_groups=c.vae_groups, temporal_compression_ratio=4, sample_height=c.sample_height, sample_width=c.sample_width,
-        down_block_types=("CogVideoXDownBlock3D",) * blocks, up_block_types=("CogVideoXUpBlock3D",) * blocks,
+        block_out_channels=c.vae_channels,
+        latent_channels=c.latent_channels,
+        layers_per_block=c.vae_layers_per_block,
+        norm_num_groups=c.vae_groups,
+        temporal_compression_ratio=4,
+        sample_height=c.sample_height,
+        sample_width=c.sample_width,
+        down_block_types=("CogVideoXDownBlock3D",) * blocks,
+        up_block_types=("CogVideoXUpBlock3D",) * blocks,
     ).eval()
 
 
-def build_cogvideox_pipeline(prompts: Iterable[str], mode: str = "t2v", cfg: TinyCogVideoXConfig | None = None, seed: int = 0):
+def build_cogvideox_pipeline(
+    prompts: Iterable[str], mode: str = "t2v", cfg: TinyCogVideoXConfig | None = None, seed: int = 0
+):
     """A randomly initialised CogVideoX pipeline (eval mode) with a tokenizer over ``prompts``."""
-    import genreward  # noqa: F401
     import torch
     from diffusers import (
         CogVideoXDDIMScheduler,
@@ -106,24 +126,48 @@ def build_cogvideox_pipeline(prompts: Iterable[str], mode: str = "t2v", cfg: Tin
     )
     from transformers import T5Config, T5EncoderModel
 
+    import genreward  # noqa: F401
+
     if mode not in ("t2v", "i2v"):
         raise ValueError(f"mode must be t2v or i2v, got {mode!r}")
     c = cfg or TinyCogVideoXConfig()
     tokenizer = word_tokenizer(prompt_words(prompts))
     torch.manual_seed(seed)
     text_encoder = T5EncoderModel(
-        T5Config(vocab_size=len(tokenizer), d_model=c.text_dim, d_kv=c.text_dim // c.text_heads, d_ff=2 * c.text_dim,
-                 num_layers=c.text_layers, num_heads=c.text_heads, dropout_rate=0.0)
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=c.text_dim,
+            d_kv=c.text_dim // c.text_heads,
+            d_ff=2 * c.text_dim,
+            num_layers=c.text_layers,
+            num_heads=c.text_heads,
+            dropout_rate=0.0,
+        )
     ).eval()
     spatial = 2 ** (len(c.vae_channels) - 1)
     vae = build_vae(c)
     transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=c.heads, attention_head_dim=c.head_dim,
-        in_channels=c.latent_channels * (2 if mode == "i2v" else 1), out_channels=c.latent_channels,
-        time_embed_dim=c.time_embed_dim, text_embed_dim=c.text_dim, num_layers=c.layers,
-        sample_width=c.sample_width // spatial, sample_height=c.sample_height // spatial, sample_frames=c.sample_frames,
-        patch_size=c.patch_size, temporal_compression_ratio=4, max_text_seq_length=c.max_text_len,
-        use_rotary_positional_embeddings=True, dropout=0.0,
+        num_attention_heads=c.heads,
+        attention_head_dim=c.head_dim,
+        in_channels=c.latent_channels * (2 if mode == "i2v" else 1),
+        out_channels=c.latent_channels,
+        time_embed_dim=c.time_embed_dim,
+        text_embed_dim=c.text_dim,
+        num_layers=c.layers,
+        sample_width=c.sample_width // spatial,
+        sample_height=c.sample_height // spatial,
+        sample_frames=c.sample_frames,
+        patch_size=c.patch_size,
+        temporal_compression_ratio=4,
+        max_text_seq_length=c.max_text_len,
+        use_rotary_positional_embeddings=True,
+        dropout=0.0,
     ).eval()
     cls = CogVideoXImageToVideoPipeline if mode == "i2v" else CogVideoXPipeline
-    return cls(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=CogVideoXDDIMScheduler(**SCHEDULER_CONFIG))
+    return cls(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=CogVideoXDDIMScheduler(**SCHEDULER_CONFIG),
+    )

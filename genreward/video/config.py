@@ -25,17 +25,35 @@ class DiffusersConfig(_Section):
 
     model: str = Field("THUDM/CogVideoX-2b", description="hub id or local folder of a diffusers pipeline")
     revision: Optional[str] = Field(None, description="hub revision (branch, tag or commit)")
-    mode: Literal["t2v", "i2v"] = "t2v"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU")
-    offload: Literal["none", "model", "sequential"] = Field("none", description="accelerate CPU offload on GPUs")
-    vae_tiling: bool = False
-    vae_slicing: bool = False
+    mode: Literal["t2v", "i2v"] = Field(
+        "t2v", description="t2v: text-to-video; i2v: image-to-video (conditioned on goal_video.condition)"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="weights dtype; auto: bfloat16 on CUDA, float32 on CPU"
+    )
+    offload: Literal["none", "model", "sequential"] = Field(
+        "none",
+        description=(
+            "accelerate CPU offload, a GPU memory saver: none, model (whole sub-models) or sequential (layer by layer)"
+        ),
+    )
+    vae_tiling: bool = Field(False, description="decode the video in spatial tiles (less GPU memory, large frames)")
+    vae_slicing: bool = Field(False, description="decode the batch one video at a time (less GPU memory)")
     lora: Optional[Path] = Field(None, description="LoRA weights folder/file (peft) applied on top")
-    lora_scale: float = Field(1.0, ge=0.0, le=4.0)
-    max_sequence_length: int = Field(226, ge=1, le=4096)
-    local_files_only: Optional[bool] = Field(None, description="None: true when HF_HUB_OFFLINE=1 or model is a local path")
+    lora_scale: float = Field(1.0, ge=0.0, le=4.0, description="strength of the LoRA weights (0: base model)")
+    max_sequence_length: int = Field(
+        226,
+        ge=1,
+        le=4096,
+        description=(
+            "T5 prompt tokens (CogVideoX: 226; the from-scratch model uses video_model.from_scratch.max_text_len)"
+        ),
+    )
+    local_files_only: Optional[bool] = Field(
+        None, description="never download from the hub; null: true when HF_HUB_OFFLINE=1 or model is a local folder"
+    )
     use_adapted: bool = Field(
-        False,
+        True,
         description="use the output of stage adapt_video_model: its pipeline folder (video_model.mode=from_scratch) "
         "replaces `model`, or its LoRA (mode=lora) is applied on top of `model`",
     )
@@ -51,7 +69,7 @@ class ScriptedConfig(_Section):
 class FileConfig(_Section):
     """User-supplied goal videos (.mp4/.gif/.npy), one path per task."""
 
-    paths: dict[str, Path] = Field(default_factory=dict)
+    paths: dict[str, Path] = Field(default_factory=dict, description="task -> goal video file (.mp4, .gif or .npy)")
 
 
 def check_cogvideox_shape(num_frames: int, height: int, width: int) -> None:
@@ -63,18 +81,24 @@ def check_cogvideox_shape(num_frames: int, height: int, width: int) -> None:
 
 
 class GoalVideoConfig(_Section):
-    backend: Literal["diffusers", "scripted", "file"] = "scripted"
-    num_frames: int = Field(17, ge=2, le=1024)
-    height: int = Field(64, ge=8, le=2048)
-    width: int = Field(64, ge=8, le=2048)
-    seed: int = Field(0, ge=0)
-    steps: int = Field(50, ge=1, le=1000, description="denoising steps")
-    guidance: float = Field(7.5, ge=0.0, le=50.0, description="classifier-free guidance scale")
-    negative_prompt: str = ""
-    condition: Literal["none", "first_frame"] = Field(
-        "first_frame", description="i2v conditioning image: the task's first rendered observation"
+    """Stage generate_goal_videos: one goal video per task prompt."""
+
+    backend: Literal["diffusers", "scripted", "file"] = Field(
+        "diffusers",
+        description="diffusers: CogVideoX generation; scripted: expert rollout (an oracle, offline); "
+        "file: user-supplied videos (goal_video.file.paths)",
     )
-    fps: float = Field(8.0, gt=0, le=120, description="preview GIF/MP4 frame rate")
+    num_frames: int = Field(17, ge=2, le=1024, description="frames per goal video (diffusers: 8k+1)")
+    height: int = Field(64, ge=8, le=2048, description="goal-video height in pixels (diffusers: a multiple of 16)")
+    width: int = Field(64, ge=8, le=2048, description="goal-video width in pixels (diffusers: a multiple of 16)")
+    seed: int = Field(0, ge=0, description="sampling seed (and the seed of the first-frame env reset)")
+    steps: int = Field(50, ge=1, le=1000, description="denoising steps")
+    guidance: float = Field(4.0, ge=0.0, le=50.0, description="classifier-free guidance scale (paper: 7.5)")
+    negative_prompt: str = Field("", description="text guided away from by classifier-free guidance (empty: none)")
+    condition: Literal["none", "first_frame"] = Field(
+        "first_frame", description="i2v conditioning image: first_frame = the task's first rendered observation; none"
+    )
+    fps: float = Field(8.0, gt=0, le=120, description="frame rate of the preview GIF/MP4")
     diffusers: DiffusersConfig = DiffusersConfig()
     scripted: ScriptedConfig = ScriptedConfig()
     file: FileConfig = FileConfig()
@@ -91,14 +115,22 @@ class LatentConfig(_Section):
 
     vae: Literal["generator", "path", "random"] = Field(
         "generator",
-        description="generator: the VAE of goal_video.diffusers.model; path: `path`; "
+        description="generator: the VAE of the goal-video model (the adapted one with use_adapted); path: `path`; "
         "random: a small randomly initialised CogVideoX VAE (random features; offline smoke runs only)",
     )
     path: Optional[Path] = Field(None, description="diffusers pipeline folder (vae/ inside) or a VAE folder")
-    num_frames: int = Field(16, ge=1, le=256, description="uniform temporal subsampling to this many frames")
+    num_frames: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="uniform temporal subsampling to this many frames "
+        "(paper: the 128-step agent window subsampled to 16)",
+    )
     size: int = Field(64, ge=8, le=1024, description="frames are resized to size x size")
     sample: bool = Field(False, description="sample the posterior instead of taking its mean")
     seed: int = Field(0, ge=0, description="posterior sampling and random-VAE init")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    batch_size: int = Field(8, ge=1, le=1024)
-    vae_tiling: bool = False
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="VAE dtype; auto: float16 on CUDA, float32 on CPU"
+    )
+    batch_size: int = Field(8, ge=1, le=1024, description="clips per VAE encode call")
+    vae_tiling: bool = Field(False, description="encode in spatial tiles (less GPU memory, large frames)")

@@ -36,14 +36,18 @@ def offline() -> bool:
 class DiffusersGenerator:
     name = "diffusers"
 
-    def __init__(self, cfg: DiffusersConfig, device: str = "cpu", memo_file: str | Path | None = None, progress: bool = True):
+    def __init__(
+        self, cfg: DiffusersConfig, device: str = "cpu", memo_file: str | Path | None = None, progress: bool = True
+    ):
         self.cfg = cfg
         self.device = device
         self.memo_file = memo_file
         self.progress = progress
         self.local = _is_local(cfg.model)
         self.model_path = Path(cfg.model).expanduser() if self.local else None
-        adapt_hint = "run stage adapt_video_model first (`dvc repro adapt_video_model` or `genreward stage adapt_video_model`)"
+        adapt_hint = (
+            "run stage adapt_video_model first (`dvc repro adapt_video_model` or `genreward stage adapt_video_model`)"
+        )
         if cfg.use_adapted and self.local and not self.model_path.exists():
             raise GenerationError(f"adapted video model not found at {self.model_path.resolve()}: {adapt_hint}")
         if cfg.use_adapted and cfg.lora is not None and not Path(cfg.lora).exists():
@@ -96,8 +100,14 @@ class DiffusersGenerator:
             return None
 
     def describe(self) -> dict[str, Any]:
-        return {**self.identity(), "model": self.cfg.model, "revision": self.cfg.revision, "oracle": False,
-                "lora": None if self.cfg.lora is None else str(self.cfg.lora), "device": self.device}
+        return {
+            **self.identity(),
+            "model": self.cfg.model,
+            "revision": self.cfg.revision,
+            "oracle": False,
+            "lora": None if self.cfg.lora is None else str(self.cfg.lora),
+            "device": self.device,
+        }
 
     # -- loading ---------------------------------------------------------------------------
     def pipeline(self):
@@ -107,9 +117,10 @@ class DiffusersGenerator:
         return self._pipe
 
     def _load(self):
-        import genreward  # noqa: F401  (torchvision import step before transformers)
         import torch
         from diffusers import CogVideoXImageToVideoPipeline, CogVideoXPipeline
+
+        import genreward  # noqa: F401  (torchvision import step before transformers)
 
         cls = CogVideoXImageToVideoPipeline if self.cfg.mode == "i2v" else CogVideoXPipeline
         dtype = getattr(torch, self.torch_dtype_name)
@@ -151,14 +162,19 @@ class DiffusersGenerator:
         else:
             pipe.to(self.device)
         pipe.set_progress_bar_config(disable=not self.progress, leave=False)
-        log.info("loaded %s from %s (%s, %s) on %s", cls.__name__, source, self.cfg.mode, self.torch_dtype_name, self.device)
+        log.info(
+            "loaded %s from %s (%s, %s) on %s", cls.__name__, source, self.cfg.mode, self.torch_dtype_name, self.device
+        )
         return pipe
 
     def _load_error(self, source: str, err: Exception) -> str:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if self.local:
             where = f"local folder {Path(source).resolve()}"
-            fix = "it must be a diffusers pipeline folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/)"
+            fix = (
+                "it must be a diffusers pipeline folder (model_index.json, "
+                "transformer/, vae/, text_encoder/, tokenizer/, scheduler/)"
+            )
         else:
             hf_home = os.environ.get("HF_HOME", str(Path("~/.cache/huggingface").expanduser()))
             mode = "offline (local cache only)" if self.local_files_only else "hub"

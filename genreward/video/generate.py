@@ -29,7 +29,9 @@ def condition_frame(task: str, gv: GoalVideoConfig, env_cfg) -> np.ndarray:
     """The task's first rendered observation at the goal-video size (seeded by ``gv.seed``)."""
     from genreward.envs.metaworld_env import MetaWorldPixelEnv
 
-    env = MetaWorldPixelEnv(task, env_cfg.model_copy(update={"frame_stack": 1}), seed=gv.seed, render_size=(gv.height, gv.width))
+    env = MetaWorldPixelEnv(
+        task, env_cfg.model_copy(update={"frame_stack": 1}), seed=gv.seed, render_size=(gv.height, gv.width)
+    )
     try:
         env.reset(seed=gv.seed)
         return env.render()
@@ -40,13 +42,28 @@ def condition_frame(task: str, gv: GoalVideoConfig, env_cfg) -> np.ndarray:
 def make_spec(task: str, prompt: str, gv: GoalVideoConfig, env_cfg) -> VideoSpec:
     image = condition_frame(task, gv, env_cfg) if needs_condition_image(gv) else None
     return VideoSpec(
-        prompt=prompt, num_frames=gv.num_frames, height=gv.height, width=gv.width, seed=gv.seed,
-        steps=gv.steps, guidance=gv.guidance, negative_prompt=gv.negative_prompt, task=task, image=image,
+        prompt=prompt,
+        num_frames=gv.num_frames,
+        height=gv.height,
+        width=gv.width,
+        seed=gv.seed,
+        steps=gv.steps,
+        guidance=gv.guidance,
+        negative_prompt=gv.negative_prompt,
+        task=task,
+        image=image,
     )
 
 
-def make_generator(gv: GoalVideoConfig, task: str, env_cfg, device: str = "cpu", cache_dir: Path | None = None,
-                   progress: bool = True, diffusers: DiffusersConfig | None = None) -> GoalVideoGenerator:
+def make_generator(
+    gv: GoalVideoConfig,
+    task: str,
+    env_cfg,
+    device: str = "cpu",
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    diffusers: DiffusersConfig | None = None,
+) -> GoalVideoGenerator:
     """The configured backend. Cheap: no model is loaded until ``generate`` is called.
 
     ``diffusers`` replaces ``gv.diffusers`` (``Config.diffusers_config()``: the adapted model filled in)."""
@@ -93,9 +110,16 @@ def generate_cached(generator: GoalVideoGenerator, spec: VideoSpec, cache: Conte
         expected = (spec.num_frames, spec.height, spec.width, 3)
         if video.shape != expected or video.dtype != np.uint8:
             raise GenerationError(f"{generator.name} returned {video.dtype} {video.shape}, expected uint8 {expected}")
-        with write_artifact(folder / ENTRY_STORE, "goal_video_cache", inputs={"cache_key": key},
-                            attrs={"generator": generator.describe(), "spec": spec.cache_inputs(),
-                                   "generation_seconds": timing["seconds"]}) as g:
+        with write_artifact(
+            folder / ENTRY_STORE,
+            "goal_video_cache",
+            inputs={"cache_key": key},
+            attrs={
+                "generator": generator.describe(),
+                "spec": spec.cache_inputs(),
+                "generation_seconds": timing["seconds"],
+            },
+        ) as g:
             add_array(g, "video", video)
 
     res = cache.get_or_create(inputs, create)

@@ -48,14 +48,25 @@ class VideoLatentEncoder:
         if cfg.vae_tiling:
             self.vae.enable_tiling()
         self.scaling = float(getattr(vae.config, "scaling_factor", 1.0))
-        self._identity = {**(identity or {}), "num_frames": cfg.num_frames, "size": cfg.size, "sample": cfg.sample,
-                          "dtype": dtype_name, "seed": cfg.seed if cfg.sample else None}
+        self._identity = {
+            **(identity or {}),
+            "num_frames": cfg.num_frames,
+            "size": cfg.size,
+            "sample": cfg.sample,
+            "dtype": dtype_name,
+            "seed": cfg.seed if cfg.sample else None,
+        }
         self._torch = torch
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, cfg: LatentConfig, generator_model: str | None = None, device: str = "cpu",
-                    memo_file: str | Path | None = None) -> "VideoLatentEncoder":
+    def from_config(
+        cls,
+        cfg: LatentConfig,
+        generator_model: str | None = None,
+        device: str = "cpu",
+        memo_file: str | Path | None = None,
+    ) -> "VideoLatentEncoder":
         import genreward  # noqa: F401
 
         if cfg.vae == "random":
@@ -72,7 +83,8 @@ class VideoLatentEncoder:
         if not source:
             raise LatentEncoderError(
                 "latents.vae=path needs latents.path (a diffusers pipeline folder or a VAE folder)"
-                if cfg.vae == "path" else "latents.vae=generator needs goal_video.diffusers.model"
+                if cfg.vae == "path"
+                else "latents.vae=generator needs goal_video.diffusers.model"
             )
         vae, ident = load_cogvideox_vae(source, memo_file)
         return cls(vae, cfg, device, ident)
@@ -91,8 +103,9 @@ class VideoLatentEncoder:
         clip = resample_frames(clip, self.cfg.num_frames)
         x = torch.from_numpy(clip).permute(0, 3, 1, 2).float()  # T,3,H,W
         if x.shape[-2:] != (self.cfg.size, self.cfg.size):
-            x = torch.nn.functional.interpolate(x, size=(self.cfg.size, self.cfg.size), mode="bilinear",
-                                                antialias=True, align_corners=False)
+            x = torch.nn.functional.interpolate(
+                x, size=(self.cfg.size, self.cfg.size), mode="bilinear", antialias=True, align_corners=False
+            )
         return (x / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3)
 
     def encode_batch(self, clips: Sequence[np.ndarray]) -> np.ndarray:
@@ -121,14 +134,19 @@ class VideoLatentEncoder:
 
 def encoder_from_config(cfg) -> VideoLatentEncoder:
     """The run's latent encoder (``latents:``), shared by encode_goal_latents and the video reward."""
-    return VideoLatentEncoder.from_config(cfg.latents, cfg.diffusers_config().model, device=cfg.resolve_device(),
-                                          memo_file=cfg.store.cache_dir / "weight_hashes.json")
+    return VideoLatentEncoder.from_config(
+        cfg.latents,
+        cfg.diffusers_config().model,
+        device=cfg.resolve_device(),
+        memo_file=cfg.store.cache_dir / "weight_hashes.json",
+    )
 
 
 def load_cogvideox_vae(source: str, memo_file: str | Path | None = None):
     """``AutoencoderKLCogVideoX`` from a pipeline folder (``vae/``), a VAE folder, or a hub id."""
-    import genreward  # noqa: F401
     from diffusers import AutoencoderKLCogVideoX
+
+    import genreward  # noqa: F401
 
     path = Path(source).expanduser()
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
@@ -136,7 +154,9 @@ def load_cogvideox_vae(source: str, memo_file: str | Path | None = None):
         if path.exists():
             folder = path / "vae" if (path / "vae" / "config.json").exists() else path
             if not (folder / "config.json").exists():
-                raise LatentEncoderError(f"no CogVideoX VAE in {path.resolve()} (expected vae/config.json or config.json)")
+                raise LatentEncoderError(
+                    f"no CogVideoX VAE in {path.resolve()} (expected vae/config.json or config.json)"
+                )
             vae = AutoencoderKLCogVideoX.from_pretrained(folder, local_files_only=True)
             ident = {"vae": str(folder), "weights_sha256": hash_tree_memo(folder, memo_file)}
         else:

@@ -48,8 +48,9 @@ class ScriptedGenerator:
         env_cfg = self.env_cfg.model_copy(update={"frame_stack": 1, "action_repeat": 1, "randomize": True})
         env = MetaWorldPixelEnv(spec.task, env_cfg, seed=spec.seed, render_size=(spec.height, spec.width))
         try:
-            video, self.last_success, _ = expert_clip(env, expert_policy(spec.task), spec.seed, self.cfg.noise_std,
-                                                      spec.num_frames, self.cfg.tail_frames)
+            video, self.last_success, _ = expert_clip(
+                env, expert_policy(spec.task), spec.seed, self.cfg.noise_std, spec.num_frames, self.cfg.tail_frames
+            )
         finally:
             env.close()
         return video

@@ -45,11 +45,17 @@ def select_index(scores: np.ndarray, last_fraction: float = 1.0) -> int:
 
 
 class CLIPScorer:
-    def __init__(self, model_name: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k",
-                 device: str = "cpu", batch_size: int = 32):
-        import genreward  # noqa: F401  (torchvision import step)
+    def __init__(
+        self,
+        model_name: str = "ViT-B-32",
+        pretrained: str | None = "laion2b_s34b_b79k",
+        device: str = "cpu",
+        batch_size: int = 32,
+    ):
         import open_clip
         import torch
+
+        import genreward  # noqa: F401  (torchvision import step)
 
         self.model_name, self.pretrained, self.device, self.batch_size = model_name, pretrained, device, batch_size
         if model_name not in open_clip.list_models():
@@ -57,10 +63,15 @@ class CLIPScorer:
                 f"unknown open_clip model {model_name!r} (keyframes.clip_model); e.g. ViT-B-32, ViT-B-16, ViT-L-14"
             )
         if pretrained is not None and _looks_like_path(pretrained) and not Path(pretrained).expanduser().is_file():
-            raise CLIPWeightsError(f"CLIP checkpoint not found: {Path(pretrained).expanduser().resolve()} (keyframes.clip_pretrained)")
+            raise CLIPWeightsError(
+                f"CLIP checkpoint not found: {Path(pretrained).expanduser().resolve()} (keyframes.clip_pretrained)"
+            )
         try:
             model, _, self.preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=str(Path(pretrained).expanduser()) if pretrained and _looks_like_path(pretrained) else pretrained
+                model_name,
+                pretrained=str(Path(pretrained).expanduser())
+                if pretrained and _looks_like_path(pretrained)
+                else pretrained,
             )
         except Exception as e:
             raise CLIPWeightsError(self._weights_error(e)) from None
@@ -118,8 +129,9 @@ def _looks_like_path(s: str) -> bool:
     return s.startswith(("/", "./", "../", "~")) or s.endswith((".bin", ".pt", ".pth", ".safetensors"))
 
 
-def choose_keyframe(video: np.ndarray, prompt: str, cfg: KeyframeConfig, device: str = "cpu",
-                    scorer: CLIPScorer | None = None) -> KeyframeChoice:
+def choose_keyframe(
+    video: np.ndarray, prompt: str, cfg: KeyframeConfig, device: str = "cpu", scorer: CLIPScorer | None = None
+) -> KeyframeChoice:
     video = validate_video(video, "goal video", min_frames=2)
     if cfg.selector == "last":
         scores = np.full(len(video), np.nan, np.float32)
@@ -127,5 +139,9 @@ def choose_keyframe(video: np.ndarray, prompt: str, cfg: KeyframeConfig, device:
     scorer = scorer or CLIPScorer(cfg.clip_model, cfg.clip_pretrained, device, cfg.batch_size)
     scores = scorer.score(video, [prompt, *cfg.extra_prompts])
     index = select_index(scores, cfg.last_fraction)
-    return KeyframeChoice(index, scores, "clip", {**scorer.identity(), "last_fraction": cfg.last_fraction,
-                                                   "texts": [prompt, *cfg.extra_prompts]})
+    return KeyframeChoice(
+        index,
+        scores,
+        "clip",
+        {**scorer.identity(), "last_fraction": cfg.last_fraction, "texts": [prompt, *cfg.extra_prompts]},
+    )

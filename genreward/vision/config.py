@@ -8,15 +8,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class KeyframeConfig(BaseModel):
+    """Stage select_keyframes: the goal video's key frame (paper: OpenCLIP ViT-B-32 laion2b_s34b_b79k)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     selector: Literal["clip", "last"] = Field(
-        "clip", description="clip: argmax CLIP similarity to the prompt; last: the final frame (offline fallback)"
+        "last", description="clip: argmax CLIP similarity to the prompt; last: the final frame (offline fallback)"
     )
     clip_model: str = Field("ViT-B-32", description="open_clip model name")
     clip_pretrained: Optional[str] = Field(
-        "laion2b_s34b_b79k", description="open_clip pretrained tag or a local checkpoint file; null = random weights"
+        "laion2b_s34b_b79k",
+        description="open_clip pretrained tag (HF cache) or a local checkpoint file; null = random weights",
     )
-    extra_prompts: tuple[str, ...] = Field((), description="more texts; embeddings are averaged with the task prompt's")
-    last_fraction: float = Field(1.0, gt=0.0, le=1.0, description="temporal prior: only the last fraction of frames")
-    batch_size: int = Field(32, ge=1, le=4096)
+    extra_prompts: tuple[str, ...] = Field(
+        (), description="more texts; their embeddings are averaged with the task prompt's (normalised)"
+    )
+    last_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="temporal prior: the argmax runs only over this last fraction of frames"
+    )
+    batch_size: int = Field(32, ge=1, le=4096, description="frames per CLIP forward pass")

@@ -1,15 +1,18 @@
-"""Checkpoints without pickle: tensors in safetensors, everything else in JSON, written atomically.
+"""Resumable training without pickle: checkpoints, resume folders and the training loop.
 
-A checkpoint folder holds ``weights.safetensors`` (module parameters and buffers, and optimizer
-state tensors under ``opt/<name>/...``) and ``meta.json`` (step, optimizer hyper-parameters,
-caller metadata). Loading never unpickles: ``torch.load`` is not used.
+Serves every trained model of the project (the FB representation, the RL agents, the video
+model). A checkpoint folder holds ``weights.safetensors`` (module parameters and buffers, and
+optimizer state tensors under ``opt/<name>/...``) and ``meta.json`` (step, optimizer
+hyper-parameters, caller metadata), written atomically. Loading never unpickles:
+``torch.load`` is not used.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -17,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from genreward.store.atomic import atomic_dir
 
 
+# -- checkpoints ----------------------------------------------------------------------------
 def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     sd = opt.state_dict()
     tensors, scalars = {}, {}
@@ -29,8 +33,12 @@ def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str,
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def save_checkpoint(folder: str | Path, modules: Mapping[str, torch.nn.Module],
-                    optimizers: Mapping[str, torch.optim.Optimizer] | None = None, meta: Mapping[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    folder: str | Path,
+    modules: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for mname, module in modules.items():
@@ -47,23 +55,39 @@ def save_checkpoint(folder: str | Path, modules: Mapping[str, torch.nn.Module],
         opt_meta[oname] = m
     with atomic_dir(folder) as tmp:
         save_file(tensors, str(tmp / "weights.safetensors"))
-        (tmp / "meta.json").write_text(json.dumps({"meta": dict(meta or {}), "optimizers": opt_meta}, indent=1, default=str))
+        (tmp / "meta.json").write_text(
+            json.dumps({"meta": dict(meta or {}), "optimizers": opt_meta}, indent=1, default=str)
+        )
     return Path(folder)
 
 
-def load_checkpoint(folder: str | Path, modules: Mapping[str, torch.nn.Module],
-                    optimizers: Mapping[str, torch.optim.Optimizer] | None = None, device: str = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    folder: str | Path,
+    modules: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+    device: str = "cpu",
+    skip: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Load ``modules`` (and ``optimizers``) from ``folder``; returns the caller metadata.
+
+    Every stored tensor of a module must match it, except those whose key (``<module>/<name>``)
+    starts with one of ``skip``: parts a reader does not need (e.g. training-only networks)."""
     folder = Path(folder)
     if not (folder / "weights.safetensors").is_file() or not (folder / "meta.json").is_file():
         raise FileNotFoundError(f"{folder}: not a checkpoint (needs weights.safetensors and meta.json)")
     tensors = load_file(str(folder / "weights.safetensors"), device=device)
+    if skip:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(skip)}
     info = json.loads((folder / "meta.json").read_text())
     for mname, module in modules.items():
         prefix = f"{mname}/"
-        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         missing, unexpected = module.load_state_dict(sd, strict=False)
         if missing or unexpected:
-            raise KeyError(f"{folder}: checkpoint does not match module {mname!r} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise KeyError(
+                f"{folder}: checkpoint does not match module {mname!r} (missing "
+                f"{missing[:3]}, unexpected {unexpected[:3]})"
+            )
     for oname, opt in (optimizers or {}).items():
         om = info["optimizers"].get(oname)
         if om is None:
@@ -72,7 +96,7 @@ def load_checkpoint(folder: str | Path, modules: Mapping[str, torch.nn.Module],
         prefix = f"opt/{oname}/"
         for k, v in tensors.items():
             if k.startswith(prefix):
-                pid, key = k[len(prefix):].split("/", 1)
+                pid, key = k[len(prefix) :].split("/", 1)
                 state.setdefault(int(pid), {})[key] = v
         for k, v in om["scalars"].items():
             pid, key = k.split("/", 1)
@@ -81,11 +105,10 @@ def load_checkpoint(folder: str | Path, modules: Mapping[str, torch.nn.Module],
     return info["meta"]
 
 
+# -- resumable training -----------------------------------------------------------------------
 def resume_dir(partial: str | Path, fingerprint: str) -> Path:
     """A resumable work folder for ``fingerprint`` (a hash of config + inputs): kept when its
     marker matches, emptied otherwise, so a run never resumes from another config's checkpoints."""
-    import shutil
-
     partial = Path(partial)
     marker = partial / "fingerprint.txt"
     if partial.exists() and (not marker.exists() or marker.read_text() != fingerprint):
@@ -99,10 +122,21 @@ class TrainingDiverged(RuntimeError):
     """Training produced a non-finite loss; the last good checkpoint is kept."""
 
 
-def train_loop(update, steps: int, ckpt_dir: str | Path, modules: Mapping[str, torch.nn.Module],
-               optimizers: Mapping[str, torch.optim.Optimizer] | None = None, *, every: int = 500, log_every: int = 50,
-               progress: bool = False, desc: str = "train", hint: str = "", on_step=None,
-               device: str = "cpu") -> list[dict[str, Any]]:
+def train_loop(
+    update: Callable[[int], dict],
+    steps: int,
+    ckpt_dir: str | Path,
+    modules: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+    *,
+    every: int = 500,
+    log_every: int = 50,
+    progress: bool = False,
+    desc: str = "train",
+    hint: str = "",
+    on_step: Callable[[int], None] | None = None,
+    device: str = "cpu",
+) -> list[dict[str, Any]]:
     """Run ``update(step) -> metrics`` for steps ``[start, steps)``, resumable.
 
     Checkpoints (``modules``, ``optimizers``, step, logged history) go to ``ckpt_dir`` every

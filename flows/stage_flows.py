@@ -1,0 +1,75 @@
+"""One Prefect flow per stage, generated from the stage table (``stages/table.py``).
+
+A generated flow loads params.yaml (+ profile, + overrides), then runs the stage's items as
+Prefect tasks. A stage gets a hand-written flow only where Prefect does real work in it
+(:data:`CUSTOM`); its flow must take the same parameters. Deployment entrypoints:
+``flows/stage_flows.py:<stage>_flow`` (see :func:`entrypoint`, ``genreward deployments``).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from prefect import Flow, flow
+
+from flows.common import load_run_config, run_stage
+from stages.table import Stage, table
+
+# stage -> "module:attribute" of a hand-written flow
+CUSTOM: dict[str, str] = {
+    "generate_goal_videos": "flows.generate_goal_videos:generate_goal_videos_flow",
+}
+
+_PARAM_DOCS = """
+    Args:
+        params: the params file (relative to the working directory of the run)
+        profile: profile overlay from the params file (laptop, paper, ...); null: the file's `profile`
+        overrides: KEY=VALUE overrides applied after the profile (e.g. ["rl.steps=4096"]), recorded with every artifact
+"""
+_TASK_DOC = "        task: run only this task's items (null: every task)\n"
+
+
+def make_flow(stage: Stage) -> Flow:
+    """The generated flow of ``stage`` (parameters: params, profile, overrides; task unless ``once``)."""
+    if stage.over == "once":
+
+        def run(params: str = "params.yaml", profile: str | None = None, overrides: list[str] | None = None) -> dict:
+            return run_stage(stage.name, load_run_config(params, profile, overrides))
+    else:
+
+        def run(
+            params: str = "params.yaml",
+            profile: str | None = None,
+            overrides: list[str] | None = None,
+            task: str | None = None,
+        ) -> dict:
+            return run_stage(stage.name, load_run_config(params, profile, overrides), task)
+
+    run.__doc__ = stage.summary + "\n" + _PARAM_DOCS + ("" if stage.over == "once" else _TASK_DOC)
+    run.__name__ = run.__qualname__ = f"{stage.name}_flow"
+    return flow(name=stage.flow_name, description=stage.summary, log_prints=True)(run)
+
+
+def entrypoint(stage: Stage) -> str:
+    """Prefect deployment entrypoint of ``stage``'s flow (a path relative to the repository root)."""
+    if stage.name in CUSTOM:
+        module, attr = CUSTOM[stage.name].split(":")
+        return f"{module.replace('.', '/')}.py:{attr}"
+    return f"flows/stage_flows.py:{stage.name}_flow"
+
+
+def get_flow(name: str) -> Flow:
+    """The flow of stage ``name`` (KeyError naming the valid stages when unknown)."""
+    stages = table()
+    if name not in stages:
+        raise KeyError(f"unknown stage {name!r}; valid: {', '.join(sorted(stages))}")
+    if name in CUSTOM:
+        module, attr = CUSTOM[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+    return globals().get(f"{name}_flow") or make_flow(stages[name])
+
+
+# Module attributes `<stage>_flow`, so that deployment entrypoints can name them.
+for _stage in table().values():
+    if _stage.name not in CUSTOM:
+        globals()[f"{_stage.name}_flow"] = make_flow(_stage)

@@ -1,0 +1,220 @@
+"""The stage contract and the stage table: every stage is declared once, in its own module.
+
+A stage module ends with ``STAGE = Stage(...)``: its name (as in ``dvc.yaml``), a one-line
+summary, what it runs over (once, per task, or per RL run), its inputs and outputs as functions
+of the config and the :class:`Item`, the resolved-parameter views it reads, and ``run``.
+
+``run(cfg, inputs, outputs)`` does one item's work: ``cfg`` is narrowed to the item (one task;
+for RL runs also one method and one seed) and the paths are resolved by the caller, from the
+same declaration that ``dvc.yaml`` is checked against (``tests/test_stage_table.py``). Flows,
+Prefect deployments and the pipeline DAG are generated from this table (``flows/``).
+
+Adding a stage: one module in ``stages/`` with a ``STAGE`` + its ``dvc.yaml`` entry
+(``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Literal
+
+from genreward.config import Config
+
+Paths = dict[str, Path]
+Over = Literal["once", "task", "run"]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of a stage's work: nothing (``once``), a task, or an RL run (task, method, seed)."""
+
+    task: str | None = None
+    method: str | None = None
+    seed: int | None = None
+
+    @property
+    def label(self) -> str:
+        """``""``, ``"<task>"`` or ``"<task>/<method>/seed<k>"`` (keys of a stage's summary)."""
+        if self.method is None:
+            return self.task or ""
+        return f"{self.task}/{self.method}/seed{self.seed}"
+
+    @property
+    def dvc_suffix(self) -> str:
+        """What DVC appends to a ``foreach``/``matrix`` stage's name after ``@``."""
+        return "-".join(str(v) for v in (self.task, self.method, self.seed) if v is not None)
+
+    def overrides(self) -> list[str]:
+        """The config overrides that narrow a config to this item (what ``dvc.yaml`` passes)."""
+        if self.method is None:
+            return []
+        return [f"rl.methods=[{self.method}]", f"rl.seeds=[{self.seed}]"]
+
+    def narrow(self, cfg: Config) -> Config:
+        """``cfg`` narrowed to this item: ``tasks``/``rl.tasks`` (and ``rl.methods``/``rl.seeds``)."""
+        if self.task is not None:
+            cfg = cfg.for_task(self.task)
+        if self.method is not None:
+            rl = cfg.rl.model_copy(update={"methods": (self.method,), "seeds": (self.seed,)})
+            cfg = cfg.model_copy(update={"rl": rl})
+        return cfg
+
+
+def _no_paths(cfg: Config, item: Item) -> Paths:
+    return {}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage's declaration (see the module docstring)."""
+
+    name: str
+    summary: str
+    run: Callable[..., dict]
+    outputs: Callable[[Config, Item], Paths]
+    inputs: Callable[[Config, Item], Paths] = _no_paths
+    params: tuple[str, ...] = ()  # resolved views (data/params/<view>.json); "{task}" is filled per item
+    over: Over = "once"
+    module: str = field(default="", compare=False)  # filled by :func:`table`
+
+    @property
+    def flow_name(self) -> str:
+        return self.name.replace("_", "-")
+
+    def items(self, cfg: Config, task: str | None = None) -> list[Item]:
+        """The items of this stage under ``cfg`` (only ``task``'s when given)."""
+        if self.over == "once":
+            return [Item()]
+        if task is not None and task not in (cfg.tasks if self.over == "task" else cfg.rl.tasks):
+            raise ValueError(f"--task {task}: not in {'tasks' if self.over == 'task' else 'rl.tasks'} of this config")
+        if self.over == "task":
+            return [Item(t) for t in cfg.tasks if task in (None, t)]
+        cfg.check_rl_tasks()
+        return [
+            Item(t, m, s)
+            for t, m, s in itertools.product(cfg.rl.tasks, cfg.rl.methods, cfg.rl.seeds)
+            if task in (None, t)
+        ]
+
+    def paths(self, cfg: Config, item: Item) -> tuple[Paths, Paths]:
+        return self.inputs(cfg, item), self.outputs(cfg, item)
+
+    def param_views(self, item: Item) -> list[str]:
+        return [p.format(task=item.task) for p in self.params]
+
+    def run_item(self, cfg: Config, item: Item, **extra: Any) -> dict:
+        """Resolve ``item``'s paths and run it with the config narrowed to it."""
+        inputs, outputs = self.paths(cfg, item)
+        return self.run(item.narrow(cfg), inputs, outputs, **extra)
+
+    def execute(self, cfg: Config, task: str | None = None, **extra: Any) -> dict:
+        """Run every item in order (only ``task``'s when given). A ``once`` stage returns its
+        summary; others return ``{item.label: summary}``."""
+        if self.over == "once":
+            return self.run_item(cfg, Item(), **extra)
+        return {item.label: self.run_item(cfg, item, **extra) for item in self.items(cfg, task)}
+
+
+def table() -> dict[str, Stage]:
+    """Every ``STAGE`` declared in a module of the ``stages`` package, by name (in DAG order of
+    the default layout, then by name)."""
+    import stages
+
+    found: dict[str, Stage] = {}
+    for info in sorted(pkgutil.iter_modules(stages.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"stages.{info.name}")
+        stage = getattr(module, "STAGE", None)
+        if not isinstance(stage, Stage):
+            continue
+        if stage.name in found:
+            raise ValueError(f"stage {stage.name!r} declared twice: {found[stage.name].module} and {module.__name__}")
+        object.__setattr__(stage, "module", module.__name__)
+        found[stage.name] = stage
+    return found
+
+
+def get_stage(name: str) -> Stage:
+    stages = table()
+    if name not in stages:
+        raise KeyError(f"unknown stage {name!r}; valid: {', '.join(sorted(stages))}")
+    return stages[name]
+
+
+# -- the DAG ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Node:
+    stage: Stage
+    item: Item
+    after: tuple[int, ...]  # indices (into the node list) of the nodes this one reads from
+
+    @property
+    def label(self) -> str:
+        return self.stage.name + (f"[{self.item.label}]" if self.item.label else "")
+
+
+def _under(a: Path, b: Path) -> bool:
+    """``a`` equals ``b`` or lies inside it."""
+    pa, pb = PurePosixPath(a.as_posix()), PurePosixPath(b.as_posix())
+    return pa == pb or pb in pa.parents
+
+
+def dag(cfg: Config, stages: dict[str, Stage] | None = None, start: tuple[str, ...] = ()) -> list[Node]:
+    """Every stage item under ``cfg`` in an order that runs producers first; an item reads from
+    the items whose outputs contain, or lie inside, one of its inputs. ``start``: only those
+    stages and what depends on them (e.g. ``("finetune_rl",)`` for an RL sweep on existing inputs)."""
+    stages = table() if stages is None else stages
+    pending = [(s, item, s.paths(cfg, item)) for s in stages.values() for item in s.items(cfg)]
+    deps: list[set[int]] = []
+    for s, item, (ins, _) in pending:
+        deps.append(
+            {
+                j
+                for j, (t, _, (_, outs)) in enumerate(pending)
+                if t is not s and any(_under(i, o) or _under(o, i) for i in ins.values() for o in outs.values())
+            }
+        )
+    keep = set(range(len(pending)))
+    if start:
+        unknown = [n for n in start if n not in stages]
+        if unknown:
+            raise KeyError(f"unknown stage {unknown[0]!r}; valid: {', '.join(sorted(stages))}")
+        keep = {i for i, (s, _, _) in enumerate(pending) if s.name in start}
+        grown = True
+        while grown:
+            more = {i for i, d in enumerate(deps) if i not in keep and d & keep}
+            grown, keep = bool(more), keep | more
+    order: list[int] = []
+    done: set[int] = set()
+    while len(order) < len(keep):
+        ready = [i for i in sorted(keep - done) if (deps[i] & keep) <= done]
+        if not ready:
+            cycle = sorted(pending[i][0].name for i in keep - done)
+            raise ValueError(f"stage inputs and outputs form a cycle among: {', '.join(dict.fromkeys(cycle))}")
+        order.extend(ready)
+        done.update(ready)
+    index = {old: new for new, old in enumerate(order)}
+    return [Node(pending[i][0], pending[i][1], tuple(sorted(index[j] for j in deps[i] & keep))) for i in order]
+
+
+def expected_dvc(
+    cfg: Config, stages: dict[str, Stage] | None = None, params_dir: str = "data/params"
+) -> dict[str, dict]:
+    """What ``dvc.yaml`` must say for each stage item: ``{dvc name: {"data": input paths,
+    "params": param-view files, "outs": output paths, "module": code file}}`` (POSIX strings)."""
+    stages = table() if stages is None else stages
+    out = {}
+    for s in stages.values():
+        for item in s.items(cfg):
+            ins, outs = s.paths(cfg, item)
+            name = s.name + (f"@{item.dvc_suffix}" if item.dvc_suffix else "")
+            out[name] = {
+                "data": {p.as_posix() for p in ins.values()},
+                "params": {f"{params_dir}/{v}.json" for v in s.param_views(item)},
+                "outs": {p.as_posix() for p in outs.values()},
+                "module": s.module.replace(".", "/") + ".py",
+            }
+    return out
