@@ -149,7 +149,7 @@ def env_check(
     from stages.table import Item, get_stage
 
     m = get_flow("env_check")(params=params, profile=profile, overrides=overrides or None)
-    out = get_stage("env_check").outputs(cfg, Item())
+    _, out = get_stage("env_check").paths(cfg, Item())
     typer.echo(f"MuJoCo GL backend: {m['gl_backend']}   image size: {m['image_size']} px")
     typer.echo(f"{'task':<22}{'steps/s (render)':>18}{'steps/s (physics)':>20}")
     for task, v in m["tasks"].items():

@@ -39,23 +39,9 @@ from genreward.store.hashing import stable_hash
 from genreward.store.provenance import code_version
 from genreward.training import resume_dir
 from genreward.video.io import write_gif
-from stages.table import Item, Stage
+from stages.table import Stage
 
 log = logging.getLogger(__name__)
-
-
-def inputs(cfg: Config, item: Item) -> dict[str, Path]:
-    return {"dataset": cfg.store.data_dir / "domain_videos.zarr"}
-
-
-def outputs(cfg: Config, item: Item) -> dict[str, Path]:
-    d = cfg.store.data_dir
-    return {
-        "model": cfg.video_model_dir(),
-        "curves": d / "video_model_curves",
-        "samples": d / "video_model_samples",
-        "metrics": d / "video_model_metrics.json",
-    }
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -159,8 +145,12 @@ STAGE = Stage(
     "adapt_video_model",
     "Video diffusion model adapted to the domain clips (from scratch or LoRA) + quality check",
     run,
-    outputs,
-    inputs,
+    inputs={"dataset": "{data}/domain_videos.zarr"},
+    outputs={
+        "model": "{video_model}",
+        "curves": "{data}/video_model_curves",
+        "samples": "{data}/video_model_samples",
+        "metrics": "{data}/video_model_metrics.json",
+    },
     params=("tasks", "video_model", "goal_video", "runtime"),
-    over="once",
 )

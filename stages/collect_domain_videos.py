@@ -22,18 +22,9 @@ from genreward.config import Config
 from genreward.store.artifacts import add_array, write_artifact
 from genreward.store.atomic import write_text_atomic
 from genreward.video.io import write_gif
-from stages.table import Item, Stage
+from stages.table import Stage
 
 log = logging.getLogger(__name__)
-
-
-def outputs(cfg: Config, item: Item) -> dict[str, Path]:
-    d = cfg.store.data_dir
-    return {
-        "dataset": d / "domain_videos.zarr",
-        "previews": d / "domain_videos_previews",
-        "metrics": d / "domain_videos_metrics.json",
-    }
 
 
 def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
@@ -108,6 +99,10 @@ STAGE = Stage(
     "collect_domain_videos",
     "Scripted/noisy-expert domain clips per task, for adapting the video model",
     run,
-    outputs,
+    outputs={
+        "dataset": "{data}/domain_videos.zarr",
+        "previews": "{data}/domain_videos_previews",
+        "metrics": "{data}/domain_videos_metrics.json",
+    },
     params=("tasks", "env", "domain_videos"),
 )

@@ -26,19 +26,9 @@ from genreward.envs.config import ACTION_DIM, STATE_DIM
 from genreward.store.artifacts import open_artifact
 from genreward.store.atomic import atomic_dir, write_text_atomic
 from genreward.store.episodes import EpisodeWriter
-from stages.table import Item, Stage
+from stages.table import Stage
 
 log = logging.getLogger(__name__)
-
-
-def outputs(cfg: Config, item: Item) -> dict[str, Path]:
-    d = cfg.store.data_dir
-    return {
-        "dataset": d / "exploration.zarr",
-        "baseline": d / "exploration_baseline.zarr",
-        "plots": d / "exploration_coverage",
-        "metrics": d / "exploration_metrics.json",
-    }
 
 
 def _explorers(cfg: Config, algorithm: str, plan: Plan, writer: EpisodeWriter, seed: int):
@@ -195,6 +185,11 @@ STAGE = Stage(
     "collect_exploration",
     "Reward-free exploration dataset (RND by default) and a uniform-random baseline",
     run,
-    outputs,
+    outputs={
+        "dataset": "{data}/exploration.zarr",
+        "baseline": "{data}/exploration_baseline.zarr",
+        "plots": "{data}/exploration_coverage",
+        "metrics": "{data}/exploration_metrics.json",
+    },
     params=("tasks", "seed", "env", "exploration", "runtime"),
 )

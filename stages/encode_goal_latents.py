@@ -14,21 +14,9 @@ import numpy as np
 from genreward.config import Config
 from genreward.store.artifacts import add_array, artifact_hash, open_artifact, read_array, write_artifact
 from genreward.video.latents import encoder_from_config
-from stages.table import Item, Stage
+from stages.table import Stage
 
 log = logging.getLogger(__name__)
-
-
-def inputs(cfg: Config, item: Item) -> dict[str, Path]:
-    """The goal video, and the adapted video model (its VAE when ``latents.vae: generator``)."""
-    return {
-        "goal_video": cfg.store.data_dir / "goal_videos" / f"{item.task}.zarr",
-        "video_model": cfg.video_model_dir(),
-    }
-
-
-def outputs(cfg: Config, item: Item) -> dict[str, Path]:
-    return {"latent": cfg.store.data_dir / "goal_latents" / f"{item.task}.zarr"}
 
 
 def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
@@ -52,8 +40,9 @@ STAGE = Stage(
     "encode_goal_latents",
     "Goal video in the 3D-VAE latent space (the video-level reward's target)",
     run,
-    outputs,
-    inputs,
-    params=("latents", "goal_video", "video_model"),
     over="task",
+    # the adapted video model: its VAE encodes when ``latents.vae: generator``
+    inputs={"goal_video": "{data}/goal_videos/{task}.zarr", "video_model": "{video_model}"},
+    outputs={"latent": "{data}/goal_latents/{task}.zarr"},
+    params=("latents", "goal_video", "video_model"),
 )

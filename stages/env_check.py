@@ -19,14 +19,9 @@ from genreward.envs import gl
 from genreward.envs.config import ACTION_DIM
 from genreward.store.atomic import atomic_dir, write_text_atomic
 from genreward.store.provenance import code_version, runtime_info, utc_now
-from stages.table import Item, Stage
+from stages.table import Stage
 
 log = logging.getLogger(__name__)
-
-
-def outputs(cfg: Config, item: Item) -> dict[str, Path]:
-    root = cfg.store.data_dir / "env_check"
-    return {"thumbnails": root / "thumbnails", "metrics": root / "metrics.json"}
 
 
 def measure_task(task: str, cfg: Config, steps: int) -> dict[str, float]:
@@ -111,6 +106,6 @@ STAGE = Stage(
     "env_check",
     "Render a frame per task to PNG, measure env throughput (pixels and physics)",
     run,
-    outputs,
+    outputs={"thumbnails": "{data}/env_check/thumbnails", "metrics": "{data}/env_check/metrics.json"},
     params=("tasks", "seed", "env", "env_check"),
 )

@@ -15,18 +15,9 @@ from pathlib import Path
 from genreward.config import Config
 from genreward.store.atomic import atomic_dir, write_text_atomic
 from genreward.viz import pyplot, save_figure
-from stages.table import Item, Stage
+from stages.table import Stage
 
 log = logging.getLogger(__name__)
-
-
-def inputs(cfg: Config, item: Item) -> dict[str, Path]:
-    return {"runs": cfg.store.data_dir / "rl"}
-
-
-def outputs(cfg: Config, item: Item) -> dict[str, Path]:
-    r = cfg.store.reports_dir
-    return {"metrics": r / "metrics.json", "summary": r / "summary.md", "curves": r / "curves", "plots": r / "plots"}
 
 
 def load_evals(cfg: Config, runs: Path):
@@ -139,7 +130,12 @@ STAGE = Stage(
     "evaluate",
     "Curves, metrics and the methods × tasks table of the finetune_rl runs",
     run,
-    outputs,
-    inputs,
+    inputs={"runs": "{data}/rl"},
+    outputs={
+        "metrics": "{reports}/metrics.json",
+        "summary": "{reports}/summary.md",
+        "curves": "{reports}/curves",
+        "plots": "{reports}/plots",
+    },
     params=("rl_runs",),
 )

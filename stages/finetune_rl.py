@@ -25,24 +25,9 @@ from genreward.store.artifacts import artifact_hash, open_artifact, read_array
 from genreward.store.atomic import replace_dir
 from genreward.store.hashing import hash_tree
 from genreward.store.provenance import code_version, runtime_info, utc_now
-from stages.table import Item, Stage
+from stages.table import Stage
 
 log = logging.getLogger(__name__)
-
-
-def inputs(cfg: Config, item: Item) -> dict[str, Path]:
-    """Everything a method may read (DVC tracks them all); a run reads only what its terms need."""
-    d = cfg.store.data_dir
-    return {
-        "goal_latent": d / "goal_latents" / f"{item.task}.zarr",
-        "keyframe": d / "keyframes" / f"{item.task}.zarr",
-        "fb": d / "fb",
-        "video_model": cfg.video_model_dir(),
-    }
-
-
-def outputs(cfg: Config, item: Item) -> dict[str, Path]:
-    return {"run": cfg.store.data_dir / "rl" / item.task / item.method / f"seed{item.seed}"}
 
 
 def reward_model(cfg: Config, task: str, method: str, ins: dict[str, Path]) -> tuple[RewardModel, dict[str, str]]:
@@ -155,8 +140,14 @@ STAGE = Stage(
     "finetune_rl",
     "Online RL on the generated rewards (and the baselines), per task × method × seed",
     run,
-    outputs,
-    inputs,
     over="run",
+    # everything a method may read (DVC tracks them all); a run reads only what its terms need
+    inputs={
+        "goal_latent": "{data}/goal_latents/{task}.zarr",
+        "keyframe": "{data}/keyframes/{task}.zarr",
+        "fb": "{data}/fb",
+        "video_model": "{video_model}",
+    },
+    outputs={"run": "{data}/rl/{task}/{method}/seed{seed}"},
     params=("env", "goal_video", "video_model", "rl", "rewards", "latents", "keyframes"),
 )

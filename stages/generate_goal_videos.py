@@ -28,23 +28,9 @@ from genreward.video.generate import (
     make_spec,
 )
 from genreward.video.io import write_gif, write_mp4
-from stages.table import Item, Stage
+from stages.table import Stage
 
 log = logging.getLogger(__name__)
-
-
-def inputs(cfg: Config, item: Item) -> dict[str, Path]:
-    """The adapted video model (used when ``goal_video.diffusers.use_adapted``; DVC tracks it always)."""
-    return {"video_model": cfg.video_model_dir()}
-
-
-def outputs(cfg: Config, item: Item) -> dict[str, Path]:
-    root = cfg.store.data_dir / "goal_videos"
-    return {
-        "video": root / f"{item.task}.zarr",
-        "gif": root / "previews" / f"{item.task}.gif",
-        "mp4": root / "mp4" / f"{item.task}.mp4",
-    }
 
 
 def goal_video_cache(cfg: Config) -> ContentCache:
@@ -123,8 +109,13 @@ STAGE = Stage(
     "generate_goal_videos",
     "Goal video per task, through the content-addressed cache shared by experiments",
     run,
-    outputs,
-    inputs,
-    params=("env", "goal_video", "video_model", "prompts/{task}"),
     over="task",
+    # the adapted video model (used when ``goal_video.diffusers.use_adapted``; DVC tracks it always)
+    inputs={"video_model": "{video_model}"},
+    outputs={
+        "video": "{data}/goal_videos/{task}.zarr",
+        "gif": "{data}/goal_videos/previews/{task}.gif",
+        "mp4": "{data}/goal_videos/mp4/{task}.mp4",
+    },
+    params=("env", "goal_video", "video_model", "prompts/{task}"),
 )

@@ -29,18 +29,9 @@ from genreward.store.episodes import ExplorationDataset
 from genreward.store.hashing import stable_hash
 from genreward.training import TrainingDiverged, resume_dir
 from genreward.viz import pyplot, save_figure
-from stages.table import Item, Stage
+from stages.table import Stage
 
 log = logging.getLogger(__name__)
-
-
-def inputs(cfg: Config, item: Item) -> dict[str, Path]:
-    return {"dataset": cfg.store.data_dir / "exploration.zarr"}
-
-
-def outputs(cfg: Config, item: Item) -> dict[str, Path]:
-    d = cfg.store.data_dir
-    return {"model": d / "fb", "curves": d / "fb_curves.csv", "plots": d / "fb_plots", "metrics": d / "fb_metrics.json"}
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -133,8 +124,12 @@ STAGE = Stage(
     "pretrain_fb",
     "Forward-backward representation pretrained on the exploration data + goal-reaching check",
     run,
-    outputs,
-    inputs,
+    inputs={"dataset": "{data}/exploration.zarr"},
+    outputs={
+        "model": "{data}/fb",
+        "curves": "{data}/fb_curves.csv",
+        "plots": "{data}/fb_plots",
+        "metrics": "{data}/fb_metrics.json",
+    },
     params=("seed", "fb"),
-    over="once",
 )

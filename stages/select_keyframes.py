@@ -16,18 +16,9 @@ from genreward.config import Config
 from genreward.store.artifacts import add_array, artifact_hash, open_artifact, read_array, write_artifact
 from genreward.vision.clip import KeyframeChoice, choose_keyframe
 from genreward.viz import pyplot, save_figure
-from stages.table import Item, Stage
+from stages.table import Stage
 
 log = logging.getLogger(__name__)
-
-
-def inputs(cfg: Config, item: Item) -> dict[str, Path]:
-    return {"goal_video": cfg.store.data_dir / "goal_videos" / f"{item.task}.zarr"}
-
-
-def outputs(cfg: Config, item: Item) -> dict[str, Path]:
-    d = cfg.store.data_dir / "keyframes"
-    return {"keyframe": d / f"{item.task}.zarr", "plot": d / "plots" / f"{item.task}.png"}
 
 
 def plot_choice(video: np.ndarray, choice: KeyframeChoice, title: str, path: Path, max_frames: int = 12) -> Path:
@@ -100,8 +91,8 @@ STAGE = Stage(
     "select_keyframes",
     "Key goal frame per task (CLIP argmax over the goal video, or its last frame)",
     run,
-    outputs,
-    inputs,
-    params=("keyframes", "prompts/{task}"),
     over="task",
+    inputs={"goal_video": "{data}/goal_videos/{task}.zarr"},
+    outputs={"keyframe": "{data}/keyframes/{task}.zarr", "plot": "{data}/keyframes/plots/{task}.png"},
+    params=("keyframes", "prompts/{task}"),
 )

@@ -1,8 +1,11 @@
 """The stage contract and the stage table: every stage is declared once, in its own module.
 
 A stage module ends with ``STAGE = Stage(...)``: its name (as in ``dvc.yaml``), a one-line
-summary, what it runs over (once, per task, or per RL run), its inputs and outputs as functions
-of the config and the :class:`Item`, the resolved-parameter views it reads, and ``run``.
+summary, ``run``, what it runs over (once, per task, or per RL run), its inputs and outputs as
+path templates, and the resolved-parameter views it reads. Templates are the paths DVC tracks,
+written the way ``dvc.yaml`` writes them: ``{data}`` (``store.data_dir``), ``{reports}``
+(``store.reports_dir``), ``{video_model}`` (the adapted video model's folder), and the item's
+``{task}``, ``{method}``, ``{seed}``.
 
 ``run(cfg, inputs, outputs)`` does one item's work: ``cfg`` is narrowed to the item (one task;
 for RL runs also one method and one seed) and the paths are resolved by the caller, from the
@@ -18,9 +21,9 @@ from __future__ import annotations
 import importlib
 import itertools
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 from genreward.config import Config
 
@@ -64,8 +67,16 @@ class Item:
         return cfg
 
 
-def _no_paths(cfg: Config, item: Item) -> Paths:
-    return {}
+def _resolve(templates: Mapping[str, str], cfg: Config, item: Item) -> Paths:
+    values = {
+        "data": cfg.store.data_dir.as_posix(),
+        "reports": cfg.store.reports_dir.as_posix(),
+        "video_model": cfg.video_model_dir().as_posix(),
+        "task": item.task,
+        "method": item.method,
+        "seed": item.seed,
+    }
+    return {key: Path(t.format(**values)) for key, t in templates.items()}
 
 
 @dataclass(frozen=True)
@@ -75,10 +86,11 @@ class Stage:
     name: str
     summary: str
     run: Callable[..., dict]
-    outputs: Callable[[Config, Item], Paths]
-    inputs: Callable[[Config, Item], Paths] = _no_paths
-    params: tuple[str, ...] = ()  # resolved views (data/params/<view>.json); "{task}" is filled per item
+    _: KW_ONLY
     over: Over = "once"
+    inputs: Mapping[str, str] = field(default_factory=dict)  # name -> path template
+    outputs: Mapping[str, str] = field(default_factory=dict)  # name -> path template
+    params: tuple[str, ...] = ()  # resolved views (data/params/<view>.json); "{task}" is filled per item
     module: str = field(default="", compare=False)  # filled by :func:`table`
 
     @property
@@ -101,7 +113,8 @@ class Stage:
         ]
 
     def paths(self, cfg: Config, item: Item) -> tuple[Paths, Paths]:
-        return self.inputs(cfg, item), self.outputs(cfg, item)
+        """``item``'s input and output paths under ``cfg``."""
+        return _resolve(self.inputs, cfg, item), _resolve(self.outputs, cfg, item)
 
     def param_views(self, item: Item) -> list[str]:
         return [p.format(task=item.task) for p in self.params]

@@ -53,6 +53,18 @@ def tiny_params(params: dict) -> dict:
     return params
 
 
+def copy_project(work: Path) -> Path:
+    """A copy of the project's pipeline files (dvc.yaml, params.yaml and the code) in ``work``."""
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", "params.yaml", "genreward", "stages", "flows"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, work / name)
+    return work
+
+
 def run_cli(
     *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:

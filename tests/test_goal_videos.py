@@ -233,7 +233,7 @@ def test_stage_writes_artifact_previews_and_reuses_cache(tmp_path, tiny_models):
     second = stage.STAGE.execute(cfg)
     assert first["pick-place-v3"]["cache_hit"] is False and second["pick-place-v3"]["cache_hit"] is True
     assert second["pick-place-v3"]["generation_seconds"] == 0
-    out = stage.outputs(cfg, Item("pick-place-v3"))
+    _, out = stage.STAGE.paths(cfg, Item("pick-place-v3"))
     g = open_artifact(out["video"], "goal_video")
     assert g["video"].shape == (9, 32, 32, 3)
     attrs = dict(g.attrs)

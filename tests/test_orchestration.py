@@ -104,6 +104,20 @@ def test_deployment_runs_a_stage_on_a_loopback_server_with_overrides(prefect_ser
     assert "genreward-pipeline/default" in listing and "finetune-rl/default" in listing
 
 
+def _run_flow(code: str, cwd: Path, timeout: int):
+    """Run ``code`` (which prints ``RESULT <json>``) in a fresh interpreter; (process, parsed result)."""
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res, json.loads(res.stdout.split("RESULT ")[1])
+
+
 def test_rl_sweep_fans_out_on_a_dask_task_runner(tmp_path):
     """tasks × methods × seeds through prefect-dask on a local Dask cluster (2 worker processes)."""
     code = f"""
@@ -116,16 +130,7 @@ m = pipeline_flow(params={str(REPO / "params.yaml")!r}, rl_only=True, overrides=
     "env.image_size=32", "env.episode_length=16", "runtime.progress=false", "runtime.num_workers=2"])
 print("RESULT", json.dumps(m))
 """
-    res = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    metrics = json.loads(res.stdout.split("RESULT ")[1])
+    res, metrics = _run_flow(code, REPO, timeout=600)
     assert metrics["reach-v3"]["env_only"]["seeds"] == 2 and metrics["reach-v3"]["env_only"]["steps"] == 32
     for seed in (0, 1):
         assert (tmp_path / "data" / "rl" / "reach-v3" / "env_only" / f"seed{seed}" / "eval.parquet").exists()
@@ -156,16 +161,7 @@ import json
 from flows.pipeline import pipeline_flow
 print("RESULT", json.dumps(pipeline_flow(params="params.yaml")))
 """
-    res = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=1100,
-        env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    report = json.loads(res.stdout.split("RESULT ")[1])
+    res, report = _run_flow(code, work, timeout=1100)
     assert set(report["reach-v3"]) == {"genreward", "env_only"} and report["reach-v3"]["env_only"]["steps"] == 64
     assert "Creating a new Dask cluster with `distributed.deploy.local.LocalCluster`" in res.stderr
     cfg = load_config(work / "params.yaml")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from .conftest import REPO, run_cli, tiny_params
+from .conftest import copy_project, run_cli, tiny_params
 
 
 def test_cli_stage_runs_flow_and_writes_outputs(tmp_path):
@@ -58,11 +57,7 @@ def test_cli_stage_rejects_bad_config_before_starting_prefect():
 
 @pytest.mark.timeout(1500)
 def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
-    work = tmp_path / "proj"
-    work.mkdir()
-    for name in ("dvc.yaml", "params.yaml", "genreward", "stages", "flows"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    work = copy_project(tmp_path / "proj")
     params = tiny_params(yaml.safe_load((work / "params.yaml").read_text()))  # every stage runs, in about a minute
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}

@@ -75,11 +75,11 @@ def test_evaluate_aggregates_seeds_into_curves_metrics_and_table(tmp_path):
 
 
 def test_reward_model_loads_only_what_the_method_needs_and_names_missing_inputs(tmp_path):
-    from stages.finetune_rl import inputs, reward_model
+    from stages.finetune_rl import STAGE, reward_model
     from stages.table import Item
 
     cfg = _cfg(tmp_path)
-    ins = inputs(cfg, Item("reach-v3", "env_only", 0))
+    ins, _ = STAGE.paths(cfg, Item("reach-v3", "env_only", 0))
     rm, hashes = reward_model(cfg, "reach-v3", "env_only", ins)  # nothing on disk, nothing needed
     assert rm.terms == () and hashes == {}
     with pytest.raises(Exception, match="goal_latents/reach-v3.zarr"):

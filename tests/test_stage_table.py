@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, copy_project, run_cli
 
 BIN = Path(sys.executable).parent
 DEFAULT_DAG_STAGES = [
@@ -148,13 +148,7 @@ def test_dag_orders_producers_first_and_narrows_to_the_rl_sweep():
 
 HELLO = '''
 """Stage hello: a test stage (one module + its dvc.yaml entry)."""
-from pathlib import Path
-
-from stages.table import Item, Stage
-
-
-def outputs(cfg, item: Item) -> dict[str, Path]:
-    return {"text": cfg.store.data_dir / "hello" / f"{item.task}.txt"}
+from stages.table import Stage
 
 
 def run(cfg, inputs, outputs) -> dict:
@@ -164,7 +158,8 @@ def run(cfg, inputs, outputs) -> dict:
     return {"chars": len(cfg.prompt(task))}
 
 
-STAGE = Stage("hello", "Write each task's prompt to a text file", run, outputs, params=("prompts/{task}",), over="task")
+STAGE = Stage("hello", "Write each task's prompt to a text file", run, over="task",
+              outputs={"text": "{data}/hello/{task}.txt"}, params=("prompts/{task}",))
 '''
 
 HELLO_DVC = """
@@ -182,13 +177,7 @@ HELLO_DVC = """
 
 @pytest.mark.timeout(900)
 def test_a_new_stage_needs_one_module_and_its_dvc_entry(tmp_path):
-    work = tmp_path / "proj"
-    work.mkdir()
-    for name in ("dvc.yaml", "params.yaml", "genreward", "stages", "flows"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(
-            src, work / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {})
-        )
+    work = copy_project(tmp_path / "proj")
     (work / "stages" / "hello.py").write_text(textwrap.dedent(HELLO))
     text = (work / "dvc.yaml").read_text()
     (work / "dvc.yaml").write_text(text.replace("\nplots:\n", HELLO_DVC + "\nplots:\n"))
@@ -226,3 +215,26 @@ def test_a_new_stage_needs_one_module_and_its_dvc_entry(tmp_path):
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
     assert "Running stage 'hello@pick-place-v3'" in repro.stdout
     assert (work / "data/hello/pick-place-v3.txt").read_text() == params["prompts"]["pick-place-v3"]
+
+
+def test_templates_resolve_under_the_configured_folders(tmp_path):
+    from genreward.config import load_config
+    from stages.table import Item, get_stage
+
+    cfg = load_config(
+        REPO / "params.yaml", overrides=[f"store.data_dir={tmp_path}/d", f"store.reports_dir={tmp_path}/r"]
+    )
+    ins, outs = get_stage("finetune_rl").paths(cfg, Item("pick-place-v3", "frame_only", 3))
+    assert outs == {"run": tmp_path / "d/rl/pick-place-v3/frame_only/seed3"}
+    assert (
+        ins["keyframe"] == tmp_path / "d/keyframes/pick-place-v3.zarr"
+        and ins["video_model"] == tmp_path / "d/video_model"
+    )
+    assert get_stage("evaluate").paths(cfg, Item())[1]["summary"] == tmp_path / "r/summary.md"
+    narrowed = Item("pick-place-v3", "frame_only", 3).narrow(cfg)
+    assert (narrowed.tasks, narrowed.rl.tasks, narrowed.rl.methods, narrowed.rl.seeds) == (
+        ("pick-place-v3",),
+        ("pick-place-v3",),
+        ("frame_only",),
+        (3,),
+    )

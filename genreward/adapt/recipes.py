@@ -13,6 +13,7 @@ caller's ``on_sample(tag, step, clips)``; the recipes write nothing else.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,15 @@ def _sample_hook(sampler: Sampler, task_ids: list[int], every: int, tag: str, on
     return on_step
 
 
+def _phase(vm: VideoModelConfig, device: str, progress: bool):
+    """``train_loop`` with the video model's checkpoint and log cadence, device and progress bar."""
+    from genreward.training import train_loop
+
+    return functools.partial(
+        train_loop, every=vm.checkpoint_every, log_every=vm.log_every, progress=progress, device=device
+    )
+
+
 def train_from_scratch(
     vm: VideoModelConfig,
     gv: GoalVideoConfig,
@@ -160,9 +170,9 @@ def train_from_scratch(
     """A small CogVideoX over the clips' prompts: the VAE, then the transformer (and text encoder)."""
     import torch
 
-    from genreward.training import train_loop
     from genreward.video.cogvideox_build import TinyCogVideoXConfig, build_cogvideox_pipeline
 
+    phase = _phase(vm, device, progress)
     sc = vm.from_scratch
     train_video, clip_prompts = _train_split(clips)
     prompts = clips.prompts
@@ -187,18 +197,14 @@ def train_from_scratch(
         batch = np.stack([train_video[c, s : s + crop] for c, s in zip(idx, start)])
         return train.vae_update(vae, vae_opt, batch, sc.kl_weight, gen, device)
 
-    vae_hist = train_loop(
+    vae_hist = phase(
         vae_step,
         sc.vae_steps,
         workdir / "vae",
         {"vae": vae},
         {"vae": vae_opt},
-        every=vm.checkpoint_every,
-        log_every=vm.log_every,
-        progress=progress,
         desc="video VAE",
         hint="lower video_model.from_scratch.vae_lr",
-        device=device,
     )
     vae.eval().requires_grad_(False)
     scale = train.latent_scale(vae, train_video, sc.vae_batch_size, device)
@@ -218,18 +224,14 @@ def train_from_scratch(
         return train.denoiser_update(pipe, params, opt, sample(step), sc.max_text_len, gen, device, gv.height, gv.width)
 
     sampler = Sampler(pipe, gv, prompts, sc.max_text_len)
-    dit_hist = train_loop(
+    dit_hist = phase(
         step_fn,
         sc.steps,
         workdir / "transformer",
         {"transformer": tr, "text_encoder": te},
         {"opt": opt},
-        every=vm.checkpoint_every,
-        log_every=vm.log_every,
-        progress=progress,
         desc="video transformer",
         hint="lower video_model.from_scratch.lr",
-        device=device,
         on_step=_sample_hook(sampler, list(range(len(prompts))), vm.sample_every, "transformer", on_sample),
     )
     for m in (tr, te):
@@ -252,9 +254,9 @@ def train_lora(
     """A LoRA on the transformer of ``gv.diffusers.model``; samples show ``task_ids``."""
     import torch
 
-    from genreward.training import train_loop
     from genreward.video.diffusers_backend import DiffusersGenerator
 
+    phase = _phase(vm, device, progress)
     lc = vm.lora
     train_video, clip_prompts = _train_split(clips)
     base = gv.diffusers.model_copy(update={"use_adapted": False, "lora": None, "offload": "none"})
@@ -291,18 +293,14 @@ def train_lora(
             )
             images[tid] = clips.video[rows[0], 0]
     sampler = Sampler(pipe, gv, clips.prompts, max_text_len, images)
-    hist = train_loop(
+    hist = phase(
         step_fn,
         lc.steps,
         workdir / "lora",
         {"lora": train.parameter_module(params)},
         {"opt": opt},
-        every=vm.checkpoint_every,
-        log_every=vm.log_every,
-        progress=progress,
         desc="video LoRA",
         hint="lower video_model.lora.lr",
-        device=device,
         on_step=_sample_hook(sampler, task_ids, vm.sample_every, "lora", on_sample),
     )
     pipe.transformer.eval()
