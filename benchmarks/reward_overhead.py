@@ -88,12 +88,8 @@ def main() -> None:
     encoder = encoder_from_config(cfg)
     goal = episodes[0][0].transpose(0, 2, 3, 1)
     fb = FBModel((3, size, size), ACTION_DIM, cfg.fb, device).eval()
-    model = RewardModel(
-        "genreward",
-        cfg.rewards,
-        video=VideoReward(encoder, encoder.encode(goal)),
-        frame=FrameReward(fb, episodes[0][0][-1]),
-    )
+    terms = {"video": VideoReward(encoder, encoder.encode(goal)), "frame": FrameReward(fb, episodes[0][0][-1])}
+    model = RewardModel("genreward", cfg.rewards, terms)
     model.episode(*episodes[0])  # warm-up
     t0 = time.perf_counter()
     for f, a, r in episodes:

@@ -8,18 +8,17 @@ and the stage's own module must be a dep. ``resolve_params`` (the params step) i
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from genreward.config import Config, load_config
-from stages.table import Stage, expected_dvc
+from stages.table import Stage, expected_dvc, path_under
 
 PARAMS_STEP = "resolve_params"
 PARAMS_DIR = "data/params"
 
 
 def _under(path: str, roots: list[str]) -> bool:
-    p = PurePosixPath(path)
-    return any(p == PurePosixPath(r) or PurePosixPath(r) in p.parents for r in roots)
+    return any(path_under(path, r) for r in roots)
 
 
 def dvc_mismatches(

@@ -16,12 +16,9 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from genreward.config import Config
 from genreward.rewards.combine import RewardModel
-from genreward.rewards.config import METHOD_TERMS
-from genreward.store.artifacts import artifact_hash, open_artifact, read_array
+from genreward.rewards.config import method_terms, term_spec
 from genreward.store.atomic import replace_dir
 from genreward.store.hashing import hash_tree
 from genreward.store.provenance import code_version, runtime_info, utc_now
@@ -31,34 +28,13 @@ log = logging.getLogger(__name__)
 
 
 def reward_model(cfg: Config, task: str, method: str, ins: dict[str, Path]) -> tuple[RewardModel, dict[str, str]]:
-    """The method's reward model, loading only the inputs its terms need; plus their hashes."""
-    terms, parts, hashes = METHOD_TERMS[method], {}, {}
-    device = cfg.resolve_device()
-    if "video" in terms:
-        from genreward.rewards.terms import VideoReward
-        from genreward.video.latents import encoder_from_config
-
-        latent = read_array(open_artifact(ins["goal_latent"], "goal_latents"), "latent", dtype=np.float32)
-        parts["video"] = VideoReward(encoder_from_config(cfg), latent)
-        hashes["goal_latent"] = artifact_hash(ins["goal_latent"])
-    if "frame" in terms:
-        from genreward.agents.fb import load_fb
-        from genreward.rewards.terms import FrameReward, to_agent_frame
-
-        if not (ins["fb"] / "meta.json").is_file():
-            raise FileNotFoundError(f"{ins['fb']}: no FB model; run `dvc repro pretrain_fb` first")
-        frame = read_array(open_artifact(ins["keyframe"], "keyframes"), "frame", ndim=3, dtype=np.uint8)
-        parts["frame"] = FrameReward(load_fb(ins["fb"], device), to_agent_frame(frame, cfg.env.image_size))
-        hashes["keyframe"], hashes["fb"] = artifact_hash(ins["keyframe"]), hash_tree(ins["fb"])
-    if "clip" in terms:
-        from genreward.rewards.terms import CLIPReward
-        from genreward.vision.clip import CLIPScorer
-
-        k = cfg.keyframes
-        parts["clip"] = CLIPReward(
-            CLIPScorer(k.clip_model, k.clip_pretrained, device, k.batch_size), [cfg.prompt(task), *k.extra_prompts]
-        )
-    return RewardModel(method, cfg.rewards, **parts), hashes
+    """The method's reward model, its terms built through the registry (each reads only its own
+    inputs); plus the hashes of the inputs they read."""
+    terms, hashes, device = {}, {}, cfg.resolve_device()
+    for name in method_terms(method):
+        terms[name], term_hashes = term_spec(name).builder()(cfg, task, ins, device)
+        hashes.update(term_hashes)
+    return RewardModel(method, cfg.rewards, terms), hashes
 
 
 def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
@@ -74,12 +50,12 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     rm, hashes = reward_model(cfg, task, method, ins)
     fb_encoder = None
     if cfg.rl.init_encoder_from_fb:
-        from genreward.agents.fb import load_fb
+        from genreward.agents.fb import FBModel, load_fb
 
-        if rm.frame is not None:  # the frame reward already loaded (and hashed) this FB model
-            fb_encoder = rm.frame.model.encoder
-        else:
-            fb_encoder = load_fb(ins["fb"]).encoder
+        # reuse the FB model a reward term (the frame term) already loaded and hashed
+        loaded = [t.model for t in map(rm.term, rm.terms) if isinstance(getattr(t, "model", None), FBModel)]
+        fb_encoder = (loaded[0] if loaded else load_fb(ins["fb"])).encoder
+        if "fb" not in hashes:
             hashes["fb"] = hash_tree(ins["fb"])
     partial = out.parent / f".{out.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)  # runs are not resumed: the replay is not checkpointed
@@ -120,6 +96,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         "runtime": runtime_info(),
         "params": cfg.section("rl", "rewards", "env", "latents", "seed"),
         "inputs": hashes,
+        "reward_terms": rm.identity(),
         **summary,
     }
     (partial / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True))

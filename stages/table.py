@@ -51,12 +51,6 @@ class Item:
         """What DVC appends to a ``foreach``/``matrix`` stage's name after ``@``."""
         return "-".join(str(v) for v in (self.task, self.method, self.seed) if v is not None)
 
-    def overrides(self) -> list[str]:
-        """The config overrides that narrow a config to this item (what ``dvc.yaml`` passes)."""
-        if self.method is None:
-            return []
-        return [f"rl.methods=[{self.method}]", f"rl.seeds=[{self.seed}]"]
-
     def narrow(self, cfg: Config) -> Config:
         """``cfg`` narrowed to this item: ``tasks``/``rl.tasks`` (and ``rl.methods``/``rl.seeds``)."""
         if self.task is not None:
@@ -169,9 +163,9 @@ class Node:
         return self.stage.name + (f"[{self.item.label}]" if self.item.label else "")
 
 
-def _under(a: Path, b: Path) -> bool:
-    """``a`` equals ``b`` or lies inside it."""
-    pa, pb = PurePosixPath(a.as_posix()), PurePosixPath(b.as_posix())
+def path_under(a: str | Path, b: str | Path) -> bool:
+    """``a`` equals ``b`` or lies inside it (as written: no file-system lookup)."""
+    pa, pb = PurePosixPath(Path(a).as_posix()), PurePosixPath(Path(b).as_posix())
     return pa == pb or pb in pa.parents
 
 
@@ -187,7 +181,7 @@ def dag(cfg: Config, stages: dict[str, Stage] | None = None, start: tuple[str, .
             {
                 j
                 for j, (t, _, (_, outs)) in enumerate(pending)
-                if t is not s and any(_under(i, o) or _under(o, i) for i in ins.values() for o in outs.values())
+                if t is not s and any(path_under(i, o) or path_under(o, i) for i in ins.values() for o in outs.values())
             }
         )
     keep = set(range(len(pending)))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from genreward.agents.replay import EpisodeReplay
+from genreward.rewards.base import TermSpec
 from genreward.rewards.combine import RewardModel, RunningStats
-from genreward.rewards.config import RewardConfig
-from genreward.rewards.terms import RewardInputError
+from genreward.rewards.config import METHODS, TERMS, RewardConfig
+from genreward.rewards.terms import NextFrameScores, RewardInputError, TransitionScores, WindowScores
 
 L = 16  # steps per test episode
 
@@ -22,23 +25,33 @@ def _episode(seed: int, length: int = L, size: int = 8):
     return frames, actions, env_r
 
 
-class StubVideo:
+class StubVideo(WindowScores):
     """Window reward = index of the window's last frame + window length / 100 (checkable)."""
 
     def windows(self, windows):
         return np.array([w[-1, 0, 0, 0] + len(w) / 100 for w in windows], np.float32)
 
 
-class StubFrame:
+class StubFrame(TransitionScores):
     """Frame reward = 10 × frame index + the action's first component."""
 
     def steps(self, frames, actions):
         return (10.0 * frames[:, 0, 0, 0] + actions[:, 0]).astype(np.float32)
 
+    def identity(self):
+        return {"stub": "frame"}
+
+
+class StubClip(NextFrameScores):
+    """Clip reward = mean brightness of s_{t+1} in [0, 1]."""
+
+    def steps(self, frames):
+        return (frames.reshape(len(frames), -1).mean(1) / 255).astype(np.float32)
+
 
 def _model(method="genreward", **kw):
     cfg = RewardConfig(**{"alpha": 1.0, "beta": 1.0, "interval": 8, "window": 4, "normalize": False, **kw})
-    return RewardModel(method, cfg, video=StubVideo(), frame=StubFrame())
+    return RewardModel(method, cfg, {"video": StubVideo(), "frame": StubFrame()})
 
 
 def test_interval_rewards_are_paid_at_the_right_steps_with_the_right_windows():
@@ -92,6 +105,113 @@ def test_running_normalisation_z_scores_only_paid_steps():
     assert np.abs(gen[[7, 15]]).max() < 5 and m.stats["frame"].n == 40
 
 
+def test_the_term_loop_gives_the_totals_of_the_per_term_implementation():
+    # Totals of the 5th of 5 episodes (stats updated on all five), computed by the RewardModel
+    # before terms became plug-ins (one branch per term in raw_terms/paid_mask/combine).
+    old = {
+        ("genreward", False): [
+            0.8958324193954468, 0.3752502501010895, 0.578471302986145, -0.5114040374755859,
+            0.42182108759880066, 0.8076625466346741, 0.032837338745594025, 1.3233420848846436,
+        ],
+        ("genreward", True): [
+            -0.20078599452972412, -0.3738035261631012, 0.1457429826259613, 0.026045754551887512,
+            0.5610108375549316, 1.2506425380706787, 0.7862445712089539, 1.6982790231704712,
+        ],
+        ("clip_reward", False): [
+            0.8043506145477295, -0.023478686809539795, 1.0346007347106934, 0.7995796799659729,
+            -0.5793845653533936, 1.2559542655944824, 0.18798992037773132, 1.4709229469299316,
+        ],
+    }  # fmt: skip
+    kw = dict(alpha=0.3, beta=0.7, clip_weight=0.5, env_weight=0.9, interval=4, window=3, normalize=True)
+    for (method, per_step), expected in old.items():
+        cfg = RewardConfig(**kw, frame_per_step=per_step)
+        m = RewardModel(method, cfg, {"video": StubVideo(), "frame": StubFrame(), "clip": StubClip()})
+        for seed in range(5):
+            er = m.episode(*_episode(seed, length=8))
+        np.testing.assert_array_equal(er.total, np.array(expected, np.float32))
+    assert m.stats["clip"].state() == {"n": 40, "mean": 0.4975097045302391, "m2": 0.01527903186807746}
+
+
+class Brightness(NextFrameScores):
+    """A toy term: the mean brightness of s_{t+1} in [0, 1], built from nothing."""
+
+    name = "brightness"
+
+    @classmethod
+    def build(cls, cfg, task, inputs, device):
+        return cls(), {"brightness": f"{task}@{device}"}
+
+    def identity(self):
+        return {"scale": 255}
+
+    def steps(self, frames):
+        return frames.reshape(len(frames), -1).mean(1) / 255
+
+
+class BrightnessConfig(RewardConfig):
+    brightness_weight: float = 1.0
+    brightness_per_step: bool = False
+
+
+@pytest.fixture
+def brightness(monkeypatch):
+    """The toy term registered (weight knob brightness_weight) with a method using it."""
+    monkeypatch.setitem(
+        TERMS, "brightness", TermSpec(Brightness.build, weight="brightness_weight", per_step="brightness_per_step")
+    )
+    monkeypatch.setitem(METHODS, "bright", ("frame", "brightness"))
+    term, hashes = TERMS["brightness"].builder()(None, "reach-v3", {}, "cpu")
+    assert isinstance(term, Brightness) and hashes == {"brightness": "reach-v3@cpu"}
+    return term
+
+
+def test_a_term_registered_in_a_test_is_paid_on_its_schedule_with_its_weight(brightness):
+    frames, actions, env_r = _episode(0, length=8)
+    frames[1:] = (10 * np.arange(1, 9, dtype=np.uint8))[:, None, None, None]  # s_k: every pixel 10·k
+    light = np.array([0, 0, 0, 40, 0, 0, 0, 80], np.float32) / 255  # s_{t+1} at t = 3, 7 ((t+1) % 4 == 0)
+
+    cfg = BrightnessConfig(interval=4, brightness_weight=2.0, beta=0.0, normalize=False)
+    terms = {"frame": StubFrame(), "brightness": brightness}
+    m = RewardModel("bright", cfg, terms)
+    er = m.episode(frames, actions, env_r)
+    assert m.terms == ("frame", "brightness") and m.term("brightness") is brightness
+    np.testing.assert_allclose(er.terms["brightness"], light, rtol=1e-6)
+    np.testing.assert_allclose(er.terms["frame"], np.where(light > 0, [0, 0, 0, 300, 0, 0, 0, 700] + actions[:, 0], 0))
+    np.testing.assert_allclose(er.total, env_r + 2.0 * light, rtol=1e-6)  # beta = 0: the frame term adds nothing
+    assert m.identity() == {"frame": {"stub": "frame"}, "brightness": {"scale": 255}}
+
+    # Normalised: the two paid values (40/255, 80/255) z-score to -1 and +1, weighted by 2.
+    m = RewardModel("bright", cfg.model_copy(update={"normalize": True}), terms)
+    er = m.episode(frames, actions, env_r)
+    np.testing.assert_allclose(er.total - env_r, [0, 0, 0, -2, 0, 0, 0, 2], atol=1e-5)
+    assert m.stats["brightness"].n == 2 and m.stats["brightness"].mean == pytest.approx(60 / 255)
+
+    # Its per-step knob pays it on every transition; the frame term stays on its interval.
+    m = RewardModel("bright", cfg.model_copy(update={"brightness_per_step": True}), terms)
+    er = m.episode(frames, actions, env_r)
+    np.testing.assert_allclose(er.terms["brightness"], 10 * np.arange(1, 9) / 255, rtol=1e-6)
+    np.testing.assert_allclose(er.total, env_r + 2.0 * 10 * np.arange(1, 9) / 255, rtol=1e-6)
+    assert not er.terms["frame"][[0, 1, 2, 4, 5, 6]].any()
+
+
+def test_method_names_have_one_source(brightness):
+    from genreward.agents.config import RLConfig
+
+    with pytest.raises(ValueError, match=r"methods\[1\]: unknown method 'genreward_v2'; choose one of") as e:
+        RLConfig(methods=("genreward", "genreward_v2"))
+    assert e.value.errors()[0]["msg"].split("choose one of ")[1] == ", ".join(METHODS)
+    assert ", clip_reward, bright" in str(e.value)  # the method registered by the fixture is valid at once
+    assert RLConfig(methods=("bright", "env_only")).methods == ("bright", "env_only")
+
+
+def test_registry_methods_use_registered_terms_weighted_by_rewards_knobs():
+    assert {t for terms in METHODS.values() for t in terms} <= set(TERMS)
+    for spec in TERMS.values():
+        assert spec.weight in RewardConfig.model_fields and spec.per_step in (None, *RewardConfig.model_fields)
+        assert callable(spec.builder())
+    assert [TERMS[t].weight for t in ("video", "frame", "clip")] == ["alpha", "beta", "clip_weight"]
+
+
 def test_n_step_sampling_truncates_at_the_episode_end():
     replay = EpisodeReplay(4, L, (3, 8, 8), 4)
     for seed in range(3):
@@ -132,6 +252,7 @@ def test_real_video_and_frame_terms():
     from genreward.agents.config import FBConfig
     from genreward.agents.fb import FBModel
     from genreward.rewards.terms import FrameReward, VideoReward, to_agent_frame
+    from genreward.store.hashing import hash_array
     from genreward.video.config import LatentConfig
     from genreward.video.latents import VideoLatentEncoder
 
@@ -158,6 +279,14 @@ def test_real_video_and_frame_terms():
         FrameReward(fb, to_agent_frame(goal[-1], 32))
     with pytest.raises(RewardInputError, match=r"actions: expected \[5, 4\]"):
         frame.steps(obs, act[:, :2])
+    # Their identities (recorded in run.json) name what determines the scores.
+    ident = json.loads(json.dumps({"video": video.identity(), "frame": frame.identity()}))
+    assert ident["video"]["encoder"]["vae"] == "random" and ident["frame"]["fb_config"]["z_dim"] == 8
+    assert ident["video"]["goal_latent_sha256"] == hash_array(video.goal)
+    assert ident["frame"]["goal_frame_sha256"] == hash_array(key)
+    with torch.no_grad():
+        next(fb.forward_net.parameters()).add_(1.0)  # other weights, another identity
+    assert FrameReward(fb, key).identity()["fb_weights_sha256"] != ident["frame"]["fb_weights_sha256"]
 
 
 def _tiny_rl(**kw):
@@ -213,12 +342,12 @@ def test_online_training_evaluates_checkpoints_and_times_the_reward(tmp_path):
 def test_online_training_stops_on_a_non_finite_reward_and_keeps_the_checkpoint(tmp_path):
     from genreward.agents.online import RLDiverged, train
 
-    class NaNFrame:
+    class NaNFrame(TransitionScores):
         def steps(self, frames, actions):
             return np.full(len(frames), np.nan, np.float32)
 
     rl, env = _tiny_rl(steps=64, eval_every=16)
-    model = RewardModel("frame_only", RewardConfig(interval=16, beta=1e-5, normalize=False), frame=NaNFrame())
+    model = RewardModel("frame_only", RewardConfig(interval=16, beta=1e-5, normalize=False), {"frame": NaNFrame()})
     with pytest.raises(RLDiverged, match="non-finite reward.*last good checkpoint is kept"):
         train("reach-v3", rl, env, model, seed=0, device="cpu", ckpt_dir=tmp_path / "agent")
     assert (tmp_path / "agent" / "weights.safetensors").exists()

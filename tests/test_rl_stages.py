@@ -109,3 +109,50 @@ def test_profiles_cannot_set_the_rl_matrix_axes(tmp_path):
     for stage in (finetune_rl, evaluate):
         with pytest.raises(ConfigError, match=r"rl.tasks: pick-place-v3 not in `tasks`.*set rl.tasks"):
             stage.STAGE.execute(cfg)
+
+
+def test_a_registered_term_is_built_through_the_registry_and_recorded_in_run_json(tmp_path, monkeypatch):
+    from genreward.rewards.base import TermSpec
+    from genreward.rewards.config import METHODS, TERMS
+    from stages.finetune_rl import STAGE, reward_model
+    from stages.table import Item
+
+    from .test_rewards import Brightness
+
+    built = []
+
+    def build(cfg, task, inputs, device):
+        built.append((task, set(inputs), device))
+        return Brightness(), {"prompt": cfg.prompt(task)}
+
+    monkeypatch.setitem(TERMS, "brightness", TermSpec(build, weight="clip_weight"))
+    monkeypatch.setitem(METHODS, "bright", ("brightness",))
+    cfg = _cfg(
+        tmp_path,
+        "rl.methods=[bright]",
+        "rl.seeds=[0]",
+        "rl.steps=32",
+        "rl.seed_steps=16",
+        "rl.batch_size=8",
+        "rl.hidden_dim=32",
+        "rl.feature_dim=16",
+        "rl.eval_every=32",
+        "rl.eval_episodes=1",
+        "rl.gif_episodes=0",
+        "env.image_size=32",
+        "env.episode_length=32",
+        "rewards.interval=16",
+        "rewards.clip_weight=0.5",
+    )
+    item = Item("reach-v3", "bright", 0)
+    ins, outs = STAGE.paths(cfg, item)
+    rm, hashes = reward_model(cfg, "reach-v3", "bright", ins)
+    assert rm.terms == ("brightness",) and isinstance(rm.term("brightness"), Brightness)
+    assert hashes == {"prompt": "reach"} and built == [("reach-v3", set(ins), cfg.resolve_device())]
+
+    summary = STAGE.run_item(cfg, item)
+    meta = json.loads((outs["run"] / "run.json").read_text())
+    assert meta["inputs"] == {"prompt": "reach"} and meta["reward_terms"] == {"brightness": {"scale": 255}}
+    assert meta["reward_stats"]["brightness"]["n"] == 2 == summary["reward_stats"]["brightness"]["n"]  # 2 of 32 steps
+    train = pd.read_csv(outs["run"] / "train.csv")
+    assert train["brightness_sum"].iloc[0] > 0

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from genreward.rewards.config import METHODS, method_terms
+
 
 class ExplorationConfig(BaseModel):
     """Reward-free data collection for FB (``exploration:`` in params.yaml; stage collect_exploration)."""
@@ -99,9 +101,9 @@ class FBConfig(BaseModel):
 class RLConfig(BaseModel):
     """Online RL fine-tuning with generated rewards (``rl:`` in params.yaml; stage finetune_rl).
 
-    Runs are the product tasks × seeds × methods (a DVC ``matrix``). Methods: ``genreward``
-    (video + frame rewards), ``video_only``, ``frame_only``, ``env_only`` (dense env reward, no
-    prior) and ``clip_reward`` (per-step CLIP similarity to the prompt; needs CLIP weights).
+    Runs are the product tasks × seeds × methods (a DVC ``matrix``). Methods are the names in
+    ``METHODS`` (genreward/rewards/config.py), e.g. ``genreward`` (video + frame rewards) and
+    ``env_only`` (dense env reward, no prior).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -110,10 +112,11 @@ class RLConfig(BaseModel):
         ("pick-place-v3",), min_length=1, description="run axis: subset of `tasks` to fine-tune on"
     )
     seeds: tuple[int, ...] = Field((0,), min_length=1, description="run axis: training seeds, one run each")
-    methods: tuple[Literal["genreward", "video_only", "frame_only", "env_only", "clip_reward"], ...] = Field(
+    methods: tuple[str, ...] = Field(
         ("genreward", "video_only", "frame_only", "env_only"),
         min_length=1,
         description="run axis: reward methods compared (clip_reward needs CLIP weights)",
+        json_schema_extra={"choices": list(METHODS)},
     )
     agent: Literal["drqv2"] = Field(
         "drqv2", description="online agent (DreamerV3: a later option behind the same interface)"
@@ -151,6 +154,11 @@ class RLConfig(BaseModel):
                 check_task(t)
             except UnknownTaskError as e:
                 raise ValueError(f"tasks[{i}]: {e}") from None
+        for i, m in enumerate(self.methods):
+            try:
+                method_terms(m)
+            except ValueError as e:
+                raise ValueError(f"methods[{i}]: {e}") from None
         for name in ("tasks", "seeds", "methods"):
             values = getattr(self, name)
             if len(set(values)) != len(values):

@@ -3,21 +3,25 @@
 ``RewardModel.episode(frames, actions, env_reward)`` rewards one episode from its stored frames:
 transition t (s_t, a_t -> s_{t+1}) gets
 
-    r_t = env_weight·r_env_t + [t+1 ≡ 0 mod Δt]·(α·r_video(window ending at s_{t+1}) + β·r_FB(s_t, a_t))
+    r_t = env_weight·r_env_t + Σ_term [t paid by the term's schedule]·weight_term·r_term_t
 
-(``frame_per_step``: β·r_FB on every step; the clip baseline: clip_weight·r_CLIP(s_{t+1}) every
-step). Because rewards are a function of stored frames only, :meth:`RewardModel.relabel` can
-re-reward a replay buffer with another model without collecting again.
+over the method's terms (``METHODS``); each term's weight knob and schedule come from ``TERMS``
+(genreward/rewards/config.py). For ``genreward``: α·r_video(window ending at s_{t+1}) +
+β·r_FB(s_t, a_t) at (t+1) ≡ 0 mod Δt (``frame_per_step``: β·r_FB on every step); the clip
+baseline: clip_weight·r_CLIP(s_{t+1}) every step. Because rewards are a function of stored
+frames only, :meth:`RewardModel.relabel` can re-reward a replay buffer with another model
+without collecting again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
-from genreward.rewards.config import METHOD_TERMS, RewardConfig
-from genreward.rewards.terms import CLIPReward, FrameReward, RewardInputError, VideoReward
+from genreward.rewards.base import RewardInputError, Schedule, Term
+from genreward.rewards.config import RewardConfig, method_terms, term_spec
 
 
 class RunningStats:
@@ -54,24 +58,32 @@ class EpisodeReward:
 
 
 class RewardModel:
-    """One method's reward: which terms, their weights, and (optionally) running normalisation."""
+    """One method's reward: its terms (``terms``: their names), weighted and (optionally)
+    normalised with running statistics per term (``stats``)."""
 
-    def __init__(
-        self,
-        method: str,
-        cfg: RewardConfig,
-        video: VideoReward | None = None,
-        frame: FrameReward | None = None,
-        clip: CLIPReward | None = None,
-    ):
-        if method not in METHOD_TERMS:
-            raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHOD_TERMS)}")
-        self.method, self.cfg, self.terms = method, cfg, METHOD_TERMS[method]
-        self.video, self.frame, self.clip = video, frame, clip
-        for term in self.terms:
-            if getattr(self, term) is None:
-                raise ValueError(f"method {method!r} needs the {term} reward model")
+    def __init__(self, method: str, cfg: RewardConfig, terms: Mapping[str, Term] | None = None):
+        names = method_terms(method)
+        given = dict(terms or {})
+        for name in names:
+            term_spec(name)  # fails naming the registered terms if `name` is not one
+            if given.get(name) is None:
+                raise ValueError(f"method {method!r} needs the {name} reward model")
+        self.method, self.cfg, self.terms = method, cfg, names
+        self._terms: dict[str, Term] = {name: given[name] for name in names}
         self.stats = {t: RunningStats() for t in self.terms}
+
+    def term(self, name: str) -> Term:
+        """The term object ``name`` of this method."""
+        if name not in self._terms:
+            raise KeyError(f"method {self.method!r} has no {name} term (its terms: {list(self.terms)})")
+        return self._terms[name]
+
+    def identity(self) -> dict[str, dict]:
+        """Each term's identity (what determines its scores), for provenance."""
+        return {name: term.identity() for name, term in self._terms.items()}
+
+    def schedule(self, term: str) -> Schedule:
+        return term_spec(term).schedule_for(self.cfg)
 
     def reward_steps(self, length: int) -> np.ndarray:
         """Transition indices t where the interval rewards are paid ((t+1) % Δt == 0)."""
@@ -84,27 +96,18 @@ class RewardModel:
         if len(frames) != length + 1:
             raise RewardInputError(f"an episode of {length} actions needs {length + 1} frames, got {len(frames)}")
         out: dict[str, np.ndarray] = {}
-        if "video" in self.terms:
-            r = np.zeros(length, np.float32)
-            steps = np.flatnonzero(self.paid_mask("video", length))
-            if len(steps):
-                w = self.cfg.window
-                r[steps] = self.video.windows([frames[max(0, t + 2 - w) : t + 2] for t in steps])
-            out["video"] = r
-        if "frame" in self.terms:
-            r = np.zeros(length, np.float32)
-            idx = np.flatnonzero(self.paid_mask("frame", length))
-            if len(idx):
-                r[idx] = self.frame.steps(frames[idx], actions[idx])
-            out["frame"] = r
-        if "clip" in self.terms:
-            out["clip"] = self.clip.steps(frames[1:])
+        for name, term in self._terms.items():
+            mask = self.paid_mask(name, length)
+            r = np.asarray(term.scores(frames, actions, np.flatnonzero(mask), self.cfg.window), np.float32)
+            if r.shape != (length,):
+                raise RewardInputError(f"the {name} term scored {list(r.shape)}, expected [{length}]")
+            out[name] = np.where(mask, r, np.float32(0))
         return out
 
     def paid_mask(self, term: str, length: int) -> np.ndarray:
         """Where ``term`` is paid in an episode of ``length`` transitions (the one rule for it)."""
         mask = np.zeros(length, bool)
-        if term == "clip" or (term == "frame" and self.cfg.frame_per_step):
+        if self.schedule(term) == "step":
             mask[:] = True
         else:
             mask[self.reward_steps(length)] = True
@@ -114,14 +117,13 @@ class RewardModel:
         cfg = self.cfg
         env_reward = np.asarray(env_reward, np.float32)
         total = cfg.env_weight * env_reward
-        weights = {"video": cfg.alpha, "frame": cfg.beta, "clip": cfg.clip_weight}
         for term in self.terms:
             x, mask = raw[term], self.paid_mask(term, len(env_reward))
             if cfg.normalize:
                 if update_stats:
                     self.stats[term].update(x[mask])
                 x = np.where(mask, self.stats[term].normalize(x), 0.0)
-            total = total + weights[term] * x
+            total = total + term_spec(term).weight_for(cfg) * x
         if not np.isfinite(total).all():
             raise FloatingPointError(
                 f"{self.method}: non-finite reward (terms: { {k: bool(np.isfinite(v).all()) for k, v in raw.items()} })"

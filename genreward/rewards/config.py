@@ -1,19 +1,38 @@
-"""Reward configuration (``rewards:`` in params.yaml). No torch import."""
+"""Reward configuration (``rewards:`` in params.yaml) and the registry of reward terms and methods. No torch import."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
-Method = Literal["genreward", "video_only", "frame_only", "env_only", "clip_reward"]
-METHOD_TERMS: dict[str, tuple[str, ...]] = {
+from genreward.rewards.base import TermSpec
+
+# The reward terms: name -> builder, weight knob in `rewards`, schedule (genreward/rewards/terms.py).
+TERMS: dict[str, TermSpec] = {
+    "video": TermSpec("genreward.rewards.terms:VideoReward.build", weight="alpha"),
+    "frame": TermSpec("genreward.rewards.terms:FrameReward.build", weight="beta", per_step="frame_per_step"),
+    "clip": TermSpec("genreward.rewards.terms:CLIPReward.build", weight="clip_weight", schedule="step"),
+}
+# The methods (`rl.methods`): name -> the terms added to the env reward. The one list of method names.
+METHODS: dict[str, tuple[str, ...]] = {
     "genreward": ("video", "frame"),
     "video_only": ("video",),
     "frame_only": ("frame",),
     "env_only": (),
     "clip_reward": ("clip",),
 }
+
+
+def method_terms(method: str) -> tuple[str, ...]:
+    """The terms of ``method``; an unknown method fails naming the valid ones."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+def term_spec(name: str) -> TermSpec:
+    if name not in TERMS:
+        raise ValueError(f"unknown reward term {name!r}; registered: {', '.join(TERMS)}")
+    return TERMS[name]
 
 
 class RewardConfig(BaseModel):

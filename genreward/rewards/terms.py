@@ -1,17 +1,21 @@
 """The individual reward terms, each a pure function of stored frames (and actions).
 
-Frames are the agent's single RGB observations, uint8 ``[T, 3, H, W]`` as stored in replay.
+Frames are the agent's single RGB observations, uint8 ``[T, 3, H, W]`` as stored in replay. Each
+term has the :class:`~genreward.rewards.base.Term` interface and an entry in ``TERMS``
+(genreward/rewards/config.py). How a term scores an episode's transition t (s_t, a_t -> s_{t+1})
+comes from one of three bases: :class:`WindowScores` (the window of frames ending at s_{t+1}),
+:class:`TransitionScores` ((s_t, a_t)) and :class:`NextFrameScores` (s_{t+1}).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-
-class RewardInputError(ValueError):
-    """Frames, actions or goal arrays of the wrong shape or type."""
+from genreward.rewards.base import RewardInputError
+from genreward.store.hashing import hash_array, hash_tree, stable_hash
 
 
 def _frames(frames: np.ndarray, name: str = "frames") -> np.ndarray:
@@ -33,7 +37,38 @@ def to_agent_frame(frame_hwc: np.ndarray, size: int) -> np.ndarray:
     return resize_video(frame[None], size, size)[0].transpose(2, 0, 1).copy()
 
 
-class VideoReward:
+class WindowScores:
+    """Scores transition t from the window of (up to) ``window`` frames ending at s_{t+1}, clipped
+    at the episode start; subclasses define ``windows(list of uint8 [T, 3, H, W]) -> float32 [N]``."""
+
+    def scores(self, frames: np.ndarray, actions: np.ndarray, paid_steps: np.ndarray, window: int) -> np.ndarray:
+        r = np.zeros(len(actions), np.float32)
+        if len(paid_steps):
+            r[paid_steps] = self.windows([frames[max(0, t + 2 - window) : t + 2] for t in paid_steps])
+        return r
+
+
+class TransitionScores:
+    """Scores transition t from (s_t, a_t); subclasses define ``steps(frames [N,3,H,W], actions [N,A]) -> [N]``."""
+
+    def scores(self, frames: np.ndarray, actions: np.ndarray, paid_steps: np.ndarray, window: int) -> np.ndarray:
+        r = np.zeros(len(actions), np.float32)
+        if len(paid_steps):
+            r[paid_steps] = self.steps(frames[paid_steps], actions[paid_steps])
+        return r
+
+
+class NextFrameScores:
+    """Scores transition t from s_{t+1}; subclasses define ``steps(frames [N, 3, H, W]) -> [N]``."""
+
+    def scores(self, frames: np.ndarray, actions: np.ndarray, paid_steps: np.ndarray, window: int) -> np.ndarray:
+        r = np.zeros(len(actions), np.float32)
+        if len(paid_steps):
+            r[paid_steps] = self.steps(frames[paid_steps + 1])
+        return r
+
+
+class VideoReward(WindowScores):
     """Cosine similarity between the VAE latent of an agent window and the goal-video latent."""
 
     name = "video"
@@ -43,6 +78,18 @@ class VideoReward:
         self.goal = np.asarray(goal_latent, np.float32).ravel()
         if not np.isfinite(self.goal).all() or not self.goal.any():
             raise RewardInputError("goal latent is empty, zero or not finite; re-run encode_goal_latents")
+
+    @classmethod
+    def build(cls, cfg, task: str, inputs: dict[str, Path], device: str) -> tuple["VideoReward", dict[str, str]]:
+        """The latent encoder (``latents:``) and the task's goal latent (stage encode_goal_latents)."""
+        from genreward.store.artifacts import artifact_hash, open_artifact, read_array
+        from genreward.video.latents import encoder_from_config
+
+        latent = read_array(open_artifact(inputs["goal_latent"], "goal_latents"), "latent", dtype=np.float32)
+        return cls(encoder_from_config(cfg), latent), {"goal_latent": artifact_hash(inputs["goal_latent"])}
+
+    def identity(self) -> dict:
+        return {"encoder": self.encoder.identity(), "goal_latent_sha256": hash_array(self.goal)}
 
     def windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Rewards [N] for N windows of frames uint8 [T, 3, H, W] (T >= 2)."""
@@ -60,7 +107,7 @@ class VideoReward:
         return np.array([latent_cosine(z.ravel(), self.goal) for z in latents], np.float32)
 
 
-class FrameReward:
+class FrameReward(TransitionScores):
     """r_FB(s, a) = min_k F_k(s, a, z)ᵀz, z = B(key frame): how likely (s, a) leads to the goal frame."""
 
     name = "frame"
@@ -72,7 +119,28 @@ class FrameReward:
             raise RewardInputError(
                 f"goal frame shape {list(goal.shape)} does not match the FB model's input {list(fb_model.obs_shape)}"
             )
-        self.z = fb_model.goal_z(goal)
+        self.goal, self.z = goal, fb_model.goal_z(goal)
+
+    @classmethod
+    def build(cls, cfg, task: str, inputs: dict[str, Path], device: str) -> tuple["FrameReward", dict[str, str]]:
+        """The FB model (stage pretrain_fb) and the task's key frame (stage select_keyframes)."""
+        from genreward.agents.fb import load_fb
+        from genreward.store.artifacts import artifact_hash, open_artifact, read_array
+
+        fb = Path(inputs["fb"])
+        if not (fb / "meta.json").is_file():
+            raise FileNotFoundError(f"{fb}: no FB model; run `dvc repro pretrain_fb` first")
+        frame = read_array(open_artifact(inputs["keyframe"], "keyframes"), "frame", ndim=3, dtype=np.uint8)
+        term = cls(load_fb(fb, device), to_agent_frame(frame, cfg.env.image_size))
+        return term, {"keyframe": artifact_hash(inputs["keyframe"]), "fb": hash_tree(fb)}
+
+    def identity(self) -> dict:
+        weights = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        return {
+            "fb_weights_sha256": stable_hash(weights),
+            "fb_config": self.model.cfg.model_dump(mode="json"),
+            "goal_frame_sha256": hash_array(self.goal),
+        }
 
     def steps(self, frames: np.ndarray, actions: np.ndarray, batch_size: int = 512) -> np.ndarray:
         frames = _frames(frames)
@@ -88,14 +156,26 @@ class FrameReward:
         return np.concatenate(out).astype(np.float32)
 
 
-class CLIPReward:
+class CLIPReward(NextFrameScores):
     """VLM-RM-style baseline: per-step cosine between a frame's CLIP embedding and the prompt's."""
 
     name = "clip"
 
     def __init__(self, scorer, prompts: Sequence[str]):
-        self.scorer = scorer
-        self.text = scorer.encode_text(list(prompts))
+        self.scorer, self.prompts = scorer, list(prompts)
+        self.text = scorer.encode_text(self.prompts)
+
+    @classmethod
+    def build(cls, cfg, task: str, inputs: dict[str, Path], device: str) -> tuple["CLIPReward", dict[str, str]]:
+        """The CLIP model of ``keyframes:`` and the task's prompt (+ ``keyframes.extra_prompts``)."""
+        from genreward.vision.clip import CLIPScorer
+
+        k = cfg.keyframes
+        scorer = CLIPScorer(k.clip_model, k.clip_pretrained, device, k.batch_size)
+        return cls(scorer, [cfg.prompt(task), *k.extra_prompts]), {}
+
+    def identity(self) -> dict:
+        return {"clip": self.scorer.identity(), "prompts": self.prompts}
 
     def steps(self, frames: np.ndarray) -> np.ndarray:
         frames = _frames(frames)
