@@ -1,4 +1,4 @@
-"""Combine the terms into the reward an agent learns from (PAPER.md Eq. 10).
+"""Combine the terms into the reward an agent learns from (Eq. 10 of the paper, arXiv 2512.00961).
 
 ``RewardModel.episode(frames, actions, env_reward)`` rewards one episode from its stored frames:
 transition t (s_t, a_t -> s_{t+1}) gets

@@ -36,7 +36,7 @@ def term_spec(name: str) -> TermSpec:
 
 
 class RewardConfig(BaseModel):
-    """r = env_weight·r_env + α·r_video + β·r_FB (+ γ_clip·r_CLIP for the baseline), PAPER.md Eq. 10.
+    """r = env_weight·r_env + α·r_video + β·r_FB (+ γ_clip·r_CLIP for the baseline): Eq. 10 of arXiv 2512.00961.
 
     The video and frame terms are paid every ``interval`` agent steps (Δt), the frame term every
     step with ``frame_per_step``; ``normalize`` z-scores each term with running statistics
