@@ -33,16 +33,12 @@ def stage_task(stage: str, cfg: Config, item: Item, extra: dict[str, Any] | None
     return s.run_item(cfg, item, **(extra or {}))
 
 
-def task_run_name(stage: str, item: Item) -> str:
-    return f"{stage}[{item.label}]" if item.label else stage
-
-
 def run_stage(stage: str, cfg: Config, task: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every item of ``stage`` (only ``task``'s when given), one Prefect task each, in order. A
     ``once`` stage returns its summary; others ``{item.label: summary}``."""
     s = get_stage(stage)
     out = {
-        item.label: stage_task.with_options(task_run_name=task_run_name(stage, item))(stage, cfg, item, extra)
+        item.label: stage_task.with_options(task_run_name=item.named(stage))(stage, cfg, item, extra)
         for item in s.items(cfg, task)
     }
     return out[""] if s.over == "once" else out

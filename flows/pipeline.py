@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.common import load_run_config, stage_task, task_run_name
+from flows.common import load_run_config, stage_task
 from stages.table import dag
 
 RL_STAGES = ("finetune_rl",)  # where `rl_only` starts: the runs and what reads them
@@ -43,7 +43,7 @@ def dag_flow(
     nodes = dag(cfg, start=RL_STAGES if rl_only else ())
     futures = []
     for node in nodes:
-        submit = stage_task.with_options(task_run_name=task_run_name(node.stage.name, node.item)).submit
+        submit = stage_task.with_options(task_run_name=node.label).submit
         futures.append(submit(node.stage.name, cfg, node.item, wait_for=[futures[i] for i in node.after]))
     results = [f.result() for f in futures]  # raises if any item failed
     return results[-1]  # the last item in DAG order: the report

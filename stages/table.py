@@ -46,6 +46,10 @@ class Item:
             return self.task or ""
         return f"{self.task}/{self.method}/seed{self.seed}"
 
+    def named(self, stage: str) -> str:
+        """``stage`` or ``stage[label]``: how logs, the DAG and Prefect task runs name this item."""
+        return f"{stage}[{self.label}]" if self.label else stage
+
     @property
     def dvc_suffix(self) -> str:
         """What DVC appends to a ``foreach``/``matrix`` stage's name after ``@``."""
@@ -160,7 +164,7 @@ class Node:
 
     @property
     def label(self) -> str:
-        return self.stage.name + (f"[{self.item.label}]" if self.item.label else "")
+        return self.item.named(self.stage.name)
 
 
 def path_under(a: str | Path, b: str | Path) -> bool:
