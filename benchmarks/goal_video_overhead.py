@@ -26,11 +26,8 @@ def main() -> None:
     p.add_argument("--mode", default="t2v", choices=["t2v", "i2v"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--frames", type=int, default=9)
-    p.add_argument("--height", type=int, default=32)
-    p.add_argument("--width", type=int, default=32)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=5)
+    for name, default in {"frames": 9, "height": 32, "width": 32, "steps": 8, "rounds": 5}.items():
+        p.add_argument(f"--{name}", type=int, default=default)
     args = p.parse_args()
 
     import torch

@@ -40,11 +40,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vae", default="random", help="random, full-random, or a diffusers pipeline/VAE folder")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--window", type=int, default=128)
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=3)
+    for name, default in {"size": 64, "window": 128, "frames": 16, "batch": 8, "rounds": 3}.items():
+        p.add_argument(f"--{name}", type=int, default=default)
     args = p.parse_args()
 
     from genreward.video.config import LatentConfig

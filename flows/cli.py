@@ -19,6 +19,8 @@ app.add_typer(cache_app, name="cache")
 ParamsOpt = typer.Option("params.yaml", "--params", "-p", help="params file")
 ProfileOpt = typer.Option(None, "--profile", help="profile overlay from params.yaml (laptop, paper, ...)")
 SetOpt = typer.Option(None, "--set", "-s", help="override KEY=VALUE (dotted keys), repeatable")
+KeyArg = typer.Argument(..., help="cache entry NAMESPACE/KEYPREFIX, e.g. goal_videos/3fa2")
+RootOpt = typer.Option(None, help="cache root (default: store.cache_dir)")
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -239,7 +241,7 @@ def _cache_root(params: str, root: Optional[Path]) -> Path:
 def cache_ls(
     namespace: Optional[str] = typer.Argument(None, help="e.g. goal_videos; all when omitted"),
     params: str = ParamsOpt,
-    root: Optional[Path] = typer.Option(None, help="cache root (default: store.cache_dir)"),
+    root: Optional[Path] = RootOpt,
 ) -> None:
     """List cache entries: key, creation time, size, and a summary of their inputs."""
     from genreward.store.cache import ContentCache, namespaces
@@ -257,38 +259,30 @@ def cache_ls(
         typer.echo(f"(no cache entries under {base})")
 
 
-@cache_app.command("show")
-def cache_show(
-    key: str = typer.Argument(..., help="NAMESPACE/KEYPREFIX, e.g. goal_videos/3fa2"),
-    params: str = ParamsOpt,
-    root: Optional[Path] = typer.Option(None),
-) -> None:
-    """Print one entry's recorded inputs and provenance."""
+def _cache_entry(key: str, params: str, root: Optional[Path], remove: bool = False):
+    """The cache entry ``key`` (NAMESPACE/KEYPREFIX) names, deleted when ``remove``; exits with the error if none."""
     from genreward.store.cache import CacheError, ContentCache
 
     ns, _, prefix = key.partition("/")
     try:
-        e = ContentCache(_cache_root(params, root), ns).resolve(prefix)
+        cache = ContentCache(_cache_root(params, root), ns)
+        return cache.remove(prefix) if remove else cache.resolve(prefix)
     except (CacheError, ValueError) as err:
         _fail(str(err))
+
+
+@cache_app.command("show")
+def cache_show(key: str = KeyArg, params: str = ParamsOpt, root: Optional[Path] = RootOpt) -> None:
+    """Print one entry's recorded inputs and provenance."""
+    e = _cache_entry(key, params, root)
     typer.echo(json.dumps({"path": str(e.path), "size_bytes": e.size_bytes, **e.meta}, indent=2, sort_keys=True))
 
 
 @cache_app.command("rm")
-def cache_rm(
-    key: str = typer.Argument(..., help="NAMESPACE/KEYPREFIX"),
-    params: str = ParamsOpt,
-    root: Optional[Path] = typer.Option(None),
-) -> None:
+def cache_rm(key: str = KeyArg, params: str = ParamsOpt, root: Optional[Path] = RootOpt) -> None:
     """Delete one entry (it is rebuilt on next use)."""
-    from genreward.store.cache import CacheError, ContentCache
-
-    ns, _, prefix = key.partition("/")
-    try:
-        e = ContentCache(_cache_root(params, root), ns).remove(prefix)
-    except (CacheError, ValueError) as err:
-        _fail(str(err))
-    typer.echo(f"removed {ns}/{e.key}")
+    e = _cache_entry(key, params, root, remove=True)
+    typer.echo(f"removed {e.namespace}/{e.key}")
 
 
 def main() -> None:

@@ -33,8 +33,9 @@ from pydantic.fields import FieldInfo
 from genreward.adapt.config import DomainVideoConfig, VideoModelConfig
 from genreward.agents.config import ExplorationConfig, FBConfig, RLConfig
 from genreward.envs.config import EnvConfig
+from genreward.envs.probes import ProbeConfig
 from genreward.envs.tasks import PAPER_TASKS, UnknownTaskError, check_task, check_task_texts
-from genreward.rewards.config import RewardConfig
+from genreward.rewards.config import BenchmarkConfig, RewardConfig
 from genreward.video.config import DEFAULT_PROMPTS, DiffusersConfig, GoalVideoConfig, LatentConfig
 from genreward.vision.config import KeyframeConfig
 
@@ -114,6 +115,8 @@ class Config(_Section):
     exploration: ExplorationConfig = ExplorationConfig()
     fb: FBConfig = FBConfig()
     rewards: RewardConfig = RewardConfig()
+    probes: ProbeConfig = ProbeConfig()
+    benchmark: BenchmarkConfig = BenchmarkConfig()
     rl: RLConfig = RLConfig()
 
     @field_validator("prompts")
@@ -261,6 +264,7 @@ def resolved_views(cfg: Config) -> dict[str, Any]:
         views[f"{name}.json"] = value
     for task in cfg.tasks:
         views[f"prompts/{task}.json"] = cfg.prompt(task)
+    views["prompts.json"] = {task: cfg.prompt(task) for task in cfg.tasks}  # stages over all tasks
     views["rl.json"] = {k: v for k, v in data["rl"].items() if k not in MATRIX_KEYS}
     views["rl_runs.json"] = {k: data["rl"][k] for k in MATRIX_KEYS}
     views["runtime.json"] = {k: v for k, v in data["runtime"].items() if k not in ("progress", "dask_address")}

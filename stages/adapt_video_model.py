@@ -34,7 +34,7 @@ from genreward.adapt.domain import TRAIN, VAL, DomainClips
 from genreward.adapt.recipes import check_clips, quality_check, train_video_model
 from genreward.config import Config
 from genreward.store.artifacts import artifact_hash
-from genreward.store.atomic import atomic_dir, write_csv_atomic, write_text_atomic
+from genreward.store.atomic import atomic_dir, write_csv_atomic, write_json_atomic, write_text_atomic
 from genreward.store.hashing import stable_hash
 from genreward.store.provenance import code_version
 from genreward.training import resume_dir
@@ -124,7 +124,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
                 default=str,
             )
         )
-    write_text_atomic(outputs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+    write_json_atomic(outputs["metrics"], metrics)
     shutil.rmtree(partial, ignore_errors=True)
     m = report["model"]
     log.info(

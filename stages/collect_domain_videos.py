@@ -11,7 +11,6 @@ all clips exist, ordered by (task, split, index) whatever order the workers fini
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 from genreward.adapt.domain import KIND, TRAIN, VAL, plan_jobs, render_clips
 from genreward.config import Config
 from genreward.store.artifacts import add_array, write_artifact
-from genreward.store.atomic import write_text_atomic
+from genreward.store.atomic import write_json_atomic
 from genreward.video.io import write_gif
 from stages.table import Stage
 
@@ -83,7 +82,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         strip = np.concatenate(list(arrays["video"][sel]), axis=2)  # clips side by side
         write_gif(outputs["previews"] / f"{task}.gif", strip, fps=cfg.goal_video.fps, scale=2)
     metrics = {"clips": len(ordered), "per_task": per_task, "success_rate": float(arrays["success"].mean())}
-    write_text_atomic(outputs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+    write_json_atomic(outputs["metrics"], metrics)
     log.info(
         "domain videos: %d clips (%d train, %d val) of %d tasks -> %s",
         len(ordered),

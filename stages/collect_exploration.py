@@ -9,7 +9,6 @@ A killed run resumes from its last committed episode (hidden ``.<name>.partial``
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from genreward.agents.replay import TransitionBuffer
 from genreward.config import Config
 from genreward.envs.config import ACTION_DIM, STATE_DIM
 from genreward.store.artifacts import open_artifact
-from genreward.store.atomic import atomic_dir, write_text_atomic
+from genreward.store.atomic import atomic_dir, write_json_atomic
 from genreward.store.episodes import EpisodeWriter
 from stages.table import Stage
 
@@ -177,8 +176,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
             plot_coverage(per, f"{task}: exploration coverage", tmp / f"{task}.png")
     for name, a in sets.items():
         metrics["coverage"].setdefault("all", {})[name] = coverage(a["state"], a["episode_start"], a["success"])
-    write_text_atomic(outputs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
-    return metrics
+    return write_json_atomic(outputs["metrics"], metrics)
 
 
 STAGE = Stage(

@@ -17,7 +17,7 @@ import numpy as np
 from genreward.config import Config
 from genreward.envs import gl
 from genreward.envs.config import ACTION_DIM
-from genreward.store.atomic import atomic_dir, write_text_atomic
+from genreward.store.atomic import atomic_dir, write_json_atomic
 from genreward.store.provenance import code_version, runtime_info, utc_now
 from stages.table import Stage
 
@@ -98,8 +98,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         "mean_pixel_steps_per_s": float(np.mean([v["pixel_steps_per_s"] for v in per_task.values()])),
         "mean_physics_steps_per_s": float(np.mean([v["physics_steps_per_s"] for v in per_task.values()])),
     }
-    write_text_atomic(outputs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
-    return metrics
+    return write_json_atomic(outputs["metrics"], metrics)
 
 
 STAGE = Stage(

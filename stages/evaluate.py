@@ -8,12 +8,11 @@ outputs: ``reports/metrics.json`` (DVC metrics), ``reports/summary.md`` (methods
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from genreward.config import Config
-from genreward.store.atomic import atomic_dir, write_text_atomic
+from genreward.store.atomic import atomic_dir, write_json_atomic, write_text_atomic
 from genreward.viz import pyplot, save_figure
 from stages.table import Stage
 
@@ -119,7 +118,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         for task, d in cur.groupby("task"):
             plot_task(d, task, tmp / f"{task}.png")
     metrics = final_metrics(evals)
-    write_text_atomic(outputs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+    write_json_atomic(outputs["metrics"], metrics)
     table = summary_table(metrics, cfg.rl.methods)
     write_text_atomic(outputs["summary"], table)
     log.info("evaluation summary:\n%s", table)

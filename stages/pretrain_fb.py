@@ -13,7 +13,6 @@ averaged over episodes (goal: ρ < −0.5).
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -24,7 +23,7 @@ from genreward.agents.fb import TRAIN_CHECKPOINT_FORMAT, FBAgent, goal_reaching,
 from genreward.config import Config
 from genreward.envs.config import ACTION_DIM
 from genreward.store.artifacts import artifact_hash
-from genreward.store.atomic import write_csv_atomic, write_text_atomic
+from genreward.store.atomic import write_csv_atomic, write_json_atomic
 from genreward.store.episodes import ExplorationDataset
 from genreward.store.hashing import stable_hash
 from genreward.training import TrainingDiverged, resume_dir
@@ -109,7 +108,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     write_csv_atomic(outputs["curves"], history)
     outputs["plots"].mkdir(parents=True, exist_ok=True)
     plot_curves(history, outputs["plots"] / "curves.png")
-    write_text_atomic(outputs["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+    write_json_atomic(outputs["metrics"], metrics)
     shutil.rmtree(partial, ignore_errors=True)
     log.info(
         "FB: %d updates, goal-reaching Spearman %.3f over %d held-out episodes",

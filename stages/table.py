@@ -173,6 +173,19 @@ def path_under(a: str | Path, b: str | Path) -> bool:
     return pa == pb or pb in pa.parents
 
 
+class MissingInputError(FileNotFoundError):
+    """A stage's input does not exist; the message names the stage that writes it."""
+
+
+def producer_of(cfg: Config, path: str | Path, stages: dict[str, Stage] | None = None) -> str | None:
+    """The stage whose outputs under ``cfg`` contain ``path`` (``None``: no stage writes it)."""
+    for s in (table() if stages is None else stages).values():
+        for item in s.items(cfg):
+            if any(path_under(path, out) for out in s.paths(cfg, item)[1].values()):
+                return s.name
+    return None
+
+
 def dag(cfg: Config, stages: dict[str, Stage] | None = None, start: tuple[str, ...] = ()) -> list[Node]:
     """Every stage item under ``cfg`` in an order that runs producers first; an item reads from
     the items whose outputs contain, or lie inside, one of its inputs. ``start``: only those

@@ -39,6 +39,10 @@ def tiny_params(params: dict) -> dict:
         z_dim=8, hidden_dim=32, batch_size=16, updates=10, checkpoint_every=5, log_every=5, holdout_fraction=0.5
     )
     params["rewards"].update(interval=16, window=8)
+    params["probes"].update(
+        expert_episodes=1, noise_stds=[0.3], noisy_episodes_per_level=1, near_miss_episodes=1, random_episodes=1
+    )
+    params["benchmark"]["stride"] = 8
     params["rl"].update(
         tasks=["reach-v3"],
         methods=["genreward", "env_only"],

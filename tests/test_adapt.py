@@ -199,18 +199,20 @@ def test_from_scratch_trains_resumes_and_generates_through_the_production_path(d
 
 def test_from_scratch_recipe_returns_a_trained_video_model(domain, tmp_path):
     from genreward.adapt.domain import DomainClips
-    from genreward.adapt.recipes import Sampler, TrainedVideoModel, train_from_scratch
+    from genreward.adapt.recipes import Job, Sampler, TrainedVideoModel, train_from_scratch
 
     data, cfg, _ = domain
     clips = DomainClips(data / "domain_videos.zarr")
     sampled = []
     trained = train_from_scratch(
-        cfg.video_model,
-        cfg.goal_video,
-        clips,
-        tmp_path / "work",
-        "cpu",
-        on_sample=lambda tag, step, c: sampled.append((tag, step, [x.shape for x in c])),
+        Job(
+            cfg.video_model,
+            cfg.goal_video,
+            clips,
+            tmp_path / "work",
+            "cpu",
+            on_sample=lambda tag, step, c: sampled.append((tag, step, [x.shape for x in c])),
+        )
     )
     assert isinstance(trained, TrainedVideoModel) and trained.mode == "from_scratch" and trained.images is None
     assert [len(trained.histories[k]) for k in ("vae", "transformer")] == [4, 6]  # log_every=1

@@ -200,7 +200,7 @@ def test_method_names_have_one_source(brightness):
     with pytest.raises(ValueError, match=r"methods\[1\]: unknown method 'genreward_v2'; choose one of") as e:
         RLConfig(methods=("genreward", "genreward_v2"))
     assert e.value.errors()[0]["msg"].split("choose one of ")[1] == ", ".join(METHODS)
-    assert ", clip_reward, bright" in str(e.value)  # the method registered by the fixture is valid at once
+    assert e.value.errors()[0]["msg"].endswith(", bright")  # the method registered by the fixture is valid at once
     assert RLConfig(methods=("bright", "env_only")).methods == ("bright", "env_only")
 
 

@@ -27,6 +27,8 @@ DEFAULT_DAG_STAGES = [
     "pretrain_fb",
     "finetune_rl",
     "evaluate",
+    "collect_probes",
+    "evaluate_rewards",
 ]
 
 
@@ -125,8 +127,10 @@ def test_dag_orders_producers_first_and_narrows_to_the_rl_sweep():
     nodes = dag(cfg)
     labels = [n.label for n in nodes]
     n_tasks, n_runs = len(cfg.tasks), len(cfg.rl.tasks) * len(cfg.rl.methods) * 2
-    assert len(nodes) == 5 + 3 * n_tasks + n_runs + 1  # once stages, per-task stages, runs, evaluate
-    assert labels[-1] == "evaluate"
+    assert len(nodes) == 6 + 4 * n_tasks + n_runs + 1  # once stages, per-task stages, runs, evaluate
+    assert labels[-1] == "evaluate" and labels.index("evaluate_rewards") < labels.index(
+        "finetune_rl[pick-place-v3/genreward/seed0]"
+    )
     for i, n in enumerate(nodes):
         assert all(j < i for j in n.after)  # topological
     by_label = {n.label: n for n in nodes}
@@ -142,6 +146,13 @@ def test_dag_orders_producers_first_and_narrows_to_the_rl_sweep():
     }
     assert after("evaluate") == {n.label for n in nodes if n.stage.name == "finetune_rl"}
     assert after("env_check") == set() and after("pretrain_fb") == {"collect_exploration"}
+    # the reward benchmark reads every task's probes and what the methods' terms read
+    assert after("evaluate_rewards") == {
+        n.label
+        for n in nodes
+        if n.stage.name
+        in ("collect_probes", "encode_goal_latents", "select_keyframes", "pretrain_fb", "adapt_video_model")
+    }
     rl = [n.label for n in dag(cfg, start=("finetune_rl",))]
     assert len(rl) == n_runs + 1 and rl[-1] == "evaluate" and all(r.startswith("finetune_rl[") for r in rl[:-1])
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from genreward.fields import PromptDropout, Rate, Section
 from genreward.video.config import DEFAULT_PROMPTS, check_cogvideox_shape
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DomainVideoConfig(_Section):
+class DomainVideoConfig(Section):
     """Stage collect_domain_videos: scripted- and noisy-expert Meta-World clips with their caption.
 
     Captions are the training text of the video model, separate from the goal ``prompts`` (the
@@ -38,10 +35,7 @@ class DomainVideoConfig(_Section):
         description="std of the expert's Gaussian action noise, each in [0, 1], cycled over episodes",
     )
     num_frames: int = Field(
-        17,
-        ge=2,
-        le=1024,
-        description="frames per clip (CogVideoX: 8k+1); the from-scratch model needs it equal to goal_video.num_frames",
+        17, ge=2, le=1024, description="frames per clip (CogVideoX: 8k+1; from-scratch: = goal_video.num_frames)"
     )
     height: int = Field(
         64, ge=16, le=2048, description="clip height in pixels (a multiple of 16; from-scratch: = goal_video.height)"
@@ -75,7 +69,7 @@ class DomainVideoConfig(_Section):
         return self
 
 
-class ScratchConfig(_Section):
+class ScratchConfig(Section):
     """A small CogVideoX-architecture model trained from scratch on CPU (VAE first, then the transformer)."""
 
     # architecture (see genreward.video.cogvideox_build.TinyCogVideoXConfig)
@@ -104,16 +98,16 @@ class ScratchConfig(_Section):
     )
     # training
     vae_steps: int = Field(1000, ge=0, le=10_000_000, description="VAE updates (trained first)")
-    vae_lr: float = Field(2e-3, gt=0, le=1.0, description="AdamW learning rate of the VAE")
+    vae_lr: Rate = Field(2e-3, description="AdamW learning rate of the VAE")
     vae_batch_size: int = Field(2, ge=1, le=1024, description="clips per VAE update (and per encode call)")
     vae_frames: int = Field(9, ge=1, le=1024, description="VAE training crops: this many consecutive frames (8k+1)")
     kl_weight: float = Field(1e-6, ge=0, le=1.0, description="weight of the VAE's KL term (reconstruction: L1 + MSE)")
     steps: int = Field(
         6000, ge=0, le=10_000_000, description="transformer (+ text encoder) updates (v-prediction, as CogVideoX)"
     )
-    lr: float = Field(1e-3, gt=0, le=1.0, description="AdamW learning rate of the transformer (+ text encoder)")
+    lr: Rate = Field(1e-3, description="AdamW learning rate of the transformer (+ text encoder)")
     batch_size: int = Field(16, ge=1, le=4096, description="clips per transformer update")
-    p_uncond: float = Field(0.1, ge=0.0, le=1.0, description="prompt dropout (classifier-free guidance)")
+    p_uncond: PromptDropout = 0.1
     train_text_encoder: bool = Field(
         True, description="train the text encoder with the transformer (false: frozen at its random init)"
     )
@@ -134,7 +128,7 @@ class ScratchConfig(_Section):
         return self
 
 
-class LoraConfig(_Section):
+class LoraConfig(Section):
     """LoRA on the transformer of the pretrained ``goal_video.diffusers.model`` (peft; GPUs)."""
 
     rank: int = Field(64, ge=1, le=1024, description="LoRA rank r")
@@ -143,15 +137,15 @@ class LoraConfig(_Section):
         ("to_q", "to_k", "to_v", "to_out.0"), min_length=1, description="transformer layer names that get LoRA adapters"
     )
     steps: int = Field(2000, ge=0, le=10_000_000, description="LoRA updates")
-    lr: float = Field(1e-4, gt=0, le=1.0, description="learning rate of the LoRA weights")
+    lr: Rate = Field(1e-4, description="learning rate of the LoRA weights")
     batch_size: int = Field(1, ge=1, le=1024, description="clips per update")
-    p_uncond: float = Field(0.1, ge=0.0, le=1.0, description="prompt dropout (classifier-free guidance)")
+    p_uncond: PromptDropout = 0.1
     gradient_checkpointing: bool = Field(
         True, description="recompute activations in the backward pass (less GPU memory, slower)"
     )
 
 
-class VideoModelConfig(_Section):
+class VideoModelConfig(Section):
     """Stage adapt_video_model. ``from_scratch`` (CPU laptop default) or ``lora`` (the paper's path)."""
 
     mode: Literal["none", "from_scratch", "lora"] = Field(

@@ -13,6 +13,7 @@ import numpy as np
 
 from genreward.adapt.config import DomainVideoConfig
 from genreward.envs.config import EnvConfig
+from genreward.envs.workers import ExpertEnvs
 from genreward.store.artifacts import open_artifact, read_array
 
 TRAIN, VAL = 0, 1
@@ -55,25 +56,16 @@ def plan_jobs(tasks: list[str], cfg: DomainVideoConfig) -> list[ClipJob]:
     return jobs
 
 
-class ClipWorker:
+class ClipWorker(ExpertEnvs):
     """Renders clips; keeps one env per task (used in worker processes and inline)."""
 
     def __init__(self, cfg: DomainVideoConfig, env_cfg: EnvConfig):
         self.cfg = cfg
-        self.env_cfg = env_cfg.model_copy(update={"frame_stack": 1, "action_repeat": 1, "randomize": True})
-        self._envs: dict[str, tuple[object, object]] = {}
-
-    def _env(self, task: str):
-        if task not in self._envs:
-            from genreward.envs.experts import expert_policy
-            from genreward.envs.metaworld_env import MetaWorldPixelEnv
-
-            env = MetaWorldPixelEnv(task, self.env_cfg, render_size=(self.cfg.height, self.cfg.width))
-            self._envs[task] = (env, expert_policy(task))
-        return self._envs[task]
+        env_cfg = env_cfg.model_copy(update={"frame_stack": 1, "action_repeat": 1, "randomize": True})
+        super().__init__(env_cfg, render_size=(cfg.height, cfg.width))
 
     def __call__(self, job: ClipJob) -> Clip:
-        env, policy = self._env(job.task)
+        env, policy = self.expert_env(job.task)
         seeds = job.seeds(self.cfg)
         from genreward.envs.experts import expert_clip
 
@@ -85,66 +77,16 @@ class ClipWorker:
                 return Clip(job, video, seed, success, steps, attempt)
         raise AssertionError("unreachable")
 
-    def close(self) -> None:
-        for env, _ in self._envs.values():
-            env.close()
-        self._envs.clear()
-
-
-_WORKER: ClipWorker | None = None
-
-
-def _init_worker(cfg_json: str, env_json: str) -> None:
-    global _WORKER
-    import atexit
-    import os
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER = ClipWorker(DomainVideoConfig.model_validate_json(cfg_json), EnvConfig.model_validate_json(env_json))
-    atexit.register(_WORKER.close)  # free GL contexts before the interpreter tears down
-
-
-def _run_job(job: ClipJob) -> Clip:
-    assert _WORKER is not None
-    return _WORKER(job)
-
 
 def render_clips(
     jobs: list[ClipJob], cfg: DomainVideoConfig, env_cfg: EnvConfig, workers: int = 1, progress: bool = False
 ):
     """Yield a :class:`Clip` per job (any order), in ``workers`` spawned processes (1: inline)."""
-    from tqdm.auto import tqdm
+    from functools import partial
 
-    bar = tqdm(total=len(jobs), desc="domain clips", disable=not progress)
-    if workers <= 1:
-        worker = ClipWorker(cfg, env_cfg)
-        try:
-            for job in jobs:
-                yield worker(job)
-                bar.update()
-        finally:
-            worker.close()
-            bar.close()
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from genreward.envs.workers import run_jobs
 
-    # spawn: a forked child must never inherit a live GL context
-    with ProcessPoolExecutor(
-        workers,
-        mp_context=mp.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(cfg.model_dump_json(), env_cfg.model_dump_json()),
-    ) as pool:
-        futures = [pool.submit(_run_job, job) for job in jobs]
-        try:
-            for fut in as_completed(futures):
-                yield fut.result()
-                bar.update()
-        finally:
-            for fut in futures:
-                fut.cancel()
-            bar.close()
+    return run_jobs(partial(ClipWorker, cfg, env_cfg), jobs, workers, progress, "domain clips")
 
 
 class DomainClips:

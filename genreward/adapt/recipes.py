@@ -5,10 +5,11 @@ trained in two phases, the VAE first, then the transformer (and the T5 text enco
 latents. ``lora``: a peft LoRA on the transformer of ``goal_video.diffusers.model``, loaded
 through the goal-video generator's own loading path, t2v or i2v.
 
-Each recipe trains with :func:`genreward.training.train_loop` in a work folder (one resumable
-checkpoint folder per phase; from scratch also keeps the untrained pipeline there, the quality
-baseline) and returns a :class:`TrainedVideoModel`. Sample clips taken during training go to the
-caller's ``on_sample(tag, step, clips)``; the recipes write nothing else.
+Each recipe takes a :class:`Job` (the configs, the clips, the work folder, the device), trains
+with :func:`genreward.training.train_loop` in the work folder (one resumable checkpoint folder per
+phase; from scratch also keeps the untrained pipeline there, the quality baseline) and returns a
+:class:`TrainedVideoModel`. Sample clips taken during training go to the job's
+``on_sample(tag, step, clips)``; the recipes write nothing else.
 """
 
 from __future__ import annotations
@@ -46,21 +47,11 @@ class Sampler:
         self.pipe, self.gv, self.prompts, self.max_text_len, self.images = pipe, gv, list(prompts), max_text_len, images
 
     def __call__(self, task_id: int, seed: int) -> np.ndarray:
-        from genreward.video.base import VideoSpec
         from genreward.video.diffusers_backend import generate_with
+        from genreward.video.generate import goal_spec
 
-        gv = self.gv
-        spec = VideoSpec(
-            prompt=self.prompts[task_id],
-            num_frames=gv.num_frames,
-            height=gv.height,
-            width=gv.width,
-            seed=seed,
-            steps=gv.steps,
-            guidance=gv.guidance,
-            negative_prompt=gv.negative_prompt,
-            image=None if self.images is None else self.images[task_id],
-        )
+        image = None if self.images is None else self.images[task_id]
+        spec = goal_spec(self.gv, self.prompts[task_id], seed, image=image)
         modules = [self.pipe.transformer, self.pipe.text_encoder, self.pipe.vae]
         modes = [m.training for m in modules]
         for m in modules:
@@ -132,49 +123,57 @@ def check_clips(clips: DomainClips, tasks: Sequence[str], gv: GoalVideoConfig) -
         )
 
 
-def _train_split(clips: DomainClips) -> tuple[np.ndarray, list[str]]:
-    """The training clips and each one's prompt."""
-    idx = clips.indices(TRAIN)
-    return clips.video[idx], [clips.prompts[t] for t in clips.task_id[idx]]
+@dataclass(frozen=True)
+class Job:
+    """What a recipe trains on and with: the configs, the clips, the work folder (its resumable
+    checkpoints), the device, and where sample clips taken during training go."""
+
+    vm: VideoModelConfig
+    gv: GoalVideoConfig
+    clips: DomainClips
+    workdir: Path
+    device: str
+    progress: bool = False
+    on_sample: OnSample | None = None
+
+    def phase(self):
+        """``train_loop`` with the video model's checkpoint and log cadence, device and progress bar."""
+        from genreward.training import train_loop
+
+        vm = self.vm
+        return functools.partial(
+            train_loop, every=vm.checkpoint_every, log_every=vm.log_every, progress=self.progress, device=self.device
+        )
+
+    def train_split(self) -> tuple[np.ndarray, list[str]]:
+        """The training clips and each one's prompt."""
+        clips = self.clips
+        idx = clips.indices(TRAIN)
+        return clips.video[idx], [clips.prompts[t] for t in clips.task_id[idx]]
+
+    def sample_hook(self, sampler: Sampler, task_ids: list[int], tag: str) -> Callable[[int], None] | None:
+        """An ``on_step`` that hands ``on_sample`` a clip per task every ``sample_every`` updates."""
+        if self.on_sample is None:
+            return None
+        on_sample, every = self.on_sample, self.vm.sample_every
+
+        def on_step(step: int) -> None:
+            if step % every == 0:
+                on_sample(tag, step, [sampler(t, 0) for t in task_ids])
+
+        return on_step
 
 
-def _sample_hook(sampler: Sampler, task_ids: list[int], every: int, tag: str, on_sample: OnSample | None):
-    if on_sample is None:
-        return None
-
-    def on_step(step: int) -> None:
-        if step % every == 0:
-            on_sample(tag, step, [sampler(t, 0) for t in task_ids])
-
-    return on_step
-
-
-def _phase(vm: VideoModelConfig, device: str, progress: bool):
-    """``train_loop`` with the video model's checkpoint and log cadence, device and progress bar."""
-    from genreward.training import train_loop
-
-    return functools.partial(
-        train_loop, every=vm.checkpoint_every, log_every=vm.log_every, progress=progress, device=device
-    )
-
-
-def train_from_scratch(
-    vm: VideoModelConfig,
-    gv: GoalVideoConfig,
-    clips: DomainClips,
-    workdir: Path,
-    device: str,
-    progress: bool = False,
-    on_sample: OnSample | None = None,
-) -> TrainedVideoModel:
+def train_from_scratch(job: Job) -> TrainedVideoModel:
     """A small CogVideoX over the clips' prompts: the VAE, then the transformer (and text encoder)."""
     import torch
 
     from genreward.video.cogvideox_build import TinyCogVideoXConfig, build_cogvideox_pipeline
 
-    phase = _phase(vm, device, progress)
+    vm, gv, clips, workdir, device = job.vm, job.gv, job.clips, job.workdir, job.device
+    phase = job.phase()
     sc = vm.from_scratch
-    train_video, clip_prompts = _train_split(clips)
+    train_video, clip_prompts = job.train_split()
     prompts = clips.prompts
     arch = TinyCogVideoXConfig.from_section(sc, gv.num_frames, gv.height, gv.width)
     pipe = build_cogvideox_pipeline(prompts, "t2v", arch, seed=vm.seed)
@@ -232,7 +231,7 @@ def train_from_scratch(
         {"opt": opt},
         desc="video transformer",
         hint="lower video_model.from_scratch.lr",
-        on_step=_sample_hook(sampler, list(range(len(prompts))), vm.sample_every, "transformer", on_sample),
+        on_step=job.sample_hook(sampler, list(range(len(prompts))), "transformer"),
     )
     for m in (tr, te):
         m.eval().requires_grad_(False)
@@ -241,26 +240,18 @@ def train_from_scratch(
     )
 
 
-def train_lora(
-    vm: VideoModelConfig,
-    gv: GoalVideoConfig,
-    clips: DomainClips,
-    task_ids: list[int],
-    workdir: Path,
-    device: str,
-    progress: bool = False,
-    on_sample: OnSample | None = None,
-) -> TrainedVideoModel:
+def train_lora(job: Job, task_ids: list[int]) -> TrainedVideoModel:
     """A LoRA on the transformer of ``gv.diffusers.model``; samples show ``task_ids``."""
     import torch
 
     from genreward.video.diffusers_backend import DiffusersGenerator
 
-    phase = _phase(vm, device, progress)
+    vm, gv, clips, workdir, device = job.vm, job.gv, job.clips, job.workdir, job.device
+    phase = job.phase()
     lc = vm.lora
-    train_video, clip_prompts = _train_split(clips)
+    train_video, clip_prompts = job.train_split()
     base = gv.diffusers.model_copy(update={"use_adapted": False, "lora": None, "offload": "none"})
-    pipe = DiffusersGenerator(base, device=device, progress=progress).pipeline()
+    pipe = DiffusersGenerator(base, device=device, progress=job.progress).pipeline()
     i2v = base.mode == "i2v"
     batch = max(1, min(lc.batch_size, 4))
     latents, first = train.encode_clips(pipe.vae, train_video, batch, device, seed=vm.seed)
@@ -301,7 +292,7 @@ def train_lora(
         {"opt": opt},
         desc="video LoRA",
         hint="lower video_model.lora.lr",
-        on_step=_sample_hook(sampler, task_ids, vm.sample_every, "lora", on_sample),
+        on_step=job.sample_hook(sampler, task_ids, "lora"),
     )
     pipe.transformer.eval()
     return TrainedVideoModel("lora", pipe, {"transformer": hist}, max_text_len, images=images)
@@ -318,10 +309,11 @@ def train_video_model(
     on_sample: OnSample | None = None,
 ) -> TrainedVideoModel:
     """The recipe of ``vm.mode`` (``from_scratch`` or ``lora``) on ``clips`` (see :func:`check_clips`)."""
+    job = Job(vm, gv, clips, workdir, device, progress, on_sample)
     if vm.mode == "from_scratch":
-        return train_from_scratch(vm, gv, clips, workdir, device, progress, on_sample)
+        return train_from_scratch(job)
     if vm.mode == "lora":
-        return train_lora(vm, gv, clips, [clips.tasks.index(t) for t in tasks], workdir, device, progress, on_sample)
+        return train_lora(job, [clips.tasks.index(t) for t in tasks])
     raise ValueError(f"video_model.mode {vm.mode!r} trains nothing")
 
 

@@ -106,42 +106,17 @@ def diffusion_loss(pipe, batch: DenoiserBatch, max_text_len: int, generator, dev
     """The training loss of ``pipe.transformer`` on ``batch`` (see the module docstring)."""
     import torch
 
+    from genreward.video.diffusion import model_prediction, prompt_embeds, training_target
+
     latents = batch.latents.to(device)
     b = latents.shape[0]
     sched = pipe.scheduler
     t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator).to(device)
     noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
     noisy = sched.add_noise(latents, noise, t)
-    if sched.config.prediction_type == "v_prediction":
-        target = sched.get_velocity(latents, noise, t)
-    elif sched.config.prediction_type == "epsilon":
-        target = noise
-    else:
-        raise ValueError(f"scheduler prediction_type {sched.config.prediction_type!r} is not supported")
-    model_in = noisy
-    if batch.first is not None:
-        first = batch.first.to(device, latents.dtype)
-        pad = torch.zeros((b, latents.shape[1] - 1) + tuple(latents.shape[2:]), device=device, dtype=latents.dtype)
-        model_in = torch.cat([noisy, torch.cat([first, pad], dim=1)], dim=2)
-    embeds = pipe._get_t5_prompt_embeds(
-        prompt=list(batch.prompts), max_sequence_length=max_text_len, device=device, dtype=latents.dtype
-    )
-    rotary = (
-        pipe._prepare_rotary_positional_embeddings(height, width, latents.shape[1], device)
-        if pipe.transformer.config.use_rotary_positional_embeddings
-        else None
-    )
-    kwargs = {}
-    if getattr(pipe.transformer.config, "ofs_embed_dim", None):
-        kwargs["ofs"] = latents.new_full((b,), 2.0)
-    pred = pipe.transformer(
-        hidden_states=model_in,
-        encoder_hidden_states=embeds,
-        timestep=t,
-        image_rotary_emb=rotary,
-        return_dict=False,
-        **kwargs,
-    )[0]
+    target = training_target(sched, latents, noise, t)
+    embeds = prompt_embeds(pipe, batch.prompts, max_text_len, device, latents.dtype)
+    pred = model_prediction(pipe, noisy, t, embeds, batch.first, height, width)
     return ((pred.float() - target.float()) ** 2).mean()
 
 

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from genreward.fields import (
+    ActionNoise,
+    AnnealedStd,
+    BatchSize,
+    FeatureDim,
+    Fraction,
+    HiddenDim,
+    ProperFraction,
+    Rate,
+    Section,
+    StdEnd,
+    StdSteps,
+)
 from genreward.rewards.config import METHODS, method_terms
 
 
-class ExplorationConfig(BaseModel):
+class ExplorationConfig(Section):
     """Reward-free data collection for FB (``exploration:`` in params.yaml; stage collect_exploration)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     algorithm: Literal["rnd", "random"] = Field(
         "rnd", description="rnd: RND intrinsic reward on a DrQ-v2 actor-critic (URLB/ExORL); random: uniform actions"
@@ -23,90 +34,66 @@ class ExplorationConfig(BaseModel):
     baseline_random_episodes: int = Field(
         8, ge=0, le=1_000_000, description="uniform-random episodes per task for the coverage comparison (0: none)"
     )
-    expert_fraction: float = Field(
-        0.0,
-        ge=0.0,
-        le=1.0,
-        description="share of noisy scripted-expert episodes (demo data, not reward-free: default off)",
+    expert_fraction: Fraction = Field(
+        0.0, description="share of noisy scripted-expert episodes (demo data, not reward-free: default off)"
     )
-    expert_noise: float = Field(
-        0.3,
-        ge=0.0,
-        le=2.0,
-        description="std of the Gaussian noise added to the expert's actions (expert episodes only)",
+    expert_noise: ActionNoise = Field(
+        0.3, description="std of the Gaussian noise added to the expert's actions (expert episodes only)"
     )
     agent_per_task: bool = Field(True, description="a fresh RND agent per task (false: one agent carried across tasks)")
-    noise_beta: float = Field(
-        1.0, ge=0.0, le=2.0, description="exploration-noise colour: 0 white (DrQ-v2), 1 pink, 2 red"
-    )
+    noise_beta: ActionNoise = Field(1.0, description="exploration-noise colour: 0 white (DrQ-v2), 1 pink, 2 red")
     seed_steps: int = Field(512, ge=0, description="uniform-random agent steps before the agent acts")
     update_every: int = Field(8, ge=1, description="vector-env steps between agent updates")
-    batch_size: int = Field(64, ge=2, le=65536, description="transitions per agent/RND update")
-    lr: float = Field(1e-4, gt=0, le=1.0, description="Adam learning rate of the agent and the RND predictor")
-    feature_dim: int = Field(50, ge=4, le=4096, description="agent actor/critic trunk width after the conv encoder")
-    hidden_dim: int = Field(256, ge=8, le=8192, description="hidden width of the agent's MLPs and of the RND networks")
-    std_start: float = Field(
-        1.0, ge=0.0, le=5.0, description="exploration-noise std at the first agent step (linearly annealed)"
-    )
-    std_end: float = Field(0.2, ge=0.0, le=5.0, description="exploration-noise std after std_steps")
-    std_steps: int = Field(
-        5000, ge=1, description="agent steps over which the noise std anneals from std_start to std_end"
-    )
+    batch_size: BatchSize = Field(64, description="transitions per agent/RND update")
+    lr: Rate = Field(1e-4, description="Adam learning rate of the agent and the RND predictor")
+    feature_dim: FeatureDim = Field(50, description="agent actor/critic trunk width after the conv encoder")
+    hidden_dim: HiddenDim = Field(256, description="hidden width of the agent's MLPs and of the RND networks")
+    std_start: AnnealedStd = Field(1.0, description="exploration-noise std at the first agent step (linearly annealed)")
+    std_end: StdEnd = 0.2
+    std_steps: StdSteps = 5000
     discount: float = Field(0.99, ge=0.0, le=1.0, description="discount of the agent's critic (intrinsic reward)")
     chunk_rows: int = Field(
         257, ge=1, le=1_000_000, description="Zarr chunk length in rows (observations) of the dataset"
     )
 
 
-class FBConfig(BaseModel):
+class FBConfig(Section):
     """Forward-backward representation (``fb:`` in params.yaml; stage pretrain_fb). Paper values:
     d=64, hidden 512, batch 1024, lr 1e-4, tau 0.01 (the ``paper`` profile)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     z_dim: int = Field(
         32, ge=2, le=1024, description="dimension d of the task embedding z (z lies on the sphere of radius sqrt(d))"
     )
-    hidden_dim: int = Field(256, ge=8, le=8192, description="hidden width of the F, B and actor MLPs")
-    feature_dim: int = Field(50, ge=4, le=4096, description="width of the trunk after the conv encoder")
+    hidden_dim: HiddenDim = Field(256, description="hidden width of the F, B and actor MLPs")
+    feature_dim: FeatureDim = Field(50, description="width of the trunk after the conv encoder")
     batch_size: int = Field(64, ge=4, le=65536, description="transitions per gradient update")
-    lr: float = Field(3e-4, gt=0, le=1.0, description="Adam learning rate of F, B and the actor")
-    tau: float = Field(0.01, gt=0, le=1.0, description="Polyak rate of the target networks (per update)")
-    discount: float = Field(0.95, ge=0.0, lt=1.0, description="discount of the successor measure")
+    lr: Rate = Field(3e-4, description="Adam learning rate of F, B and the actor")
+    tau: Rate = Field(0.01, description="Polyak rate of the target networks (per update)")
+    discount: ProperFraction = Field(0.95, description="discount of the successor measure")
     ortho_coef: float = Field(1.0, ge=0.0, description="weight of the orthonormality loss on B")
-    z_mix_ratio: float = Field(
-        0.5,
-        ge=0.0,
-        le=1.0,
-        description="share of training z taken from B(dataset states); the rest uniform on the sphere",
+    z_mix_ratio: Fraction = Field(
+        0.5, description="share of training z taken from B(dataset states); the rest uniform on the sphere"
     )
-    actor_std: float = Field(
-        0.2,
-        ge=0.0,
-        le=2.0,
-        description="std of the Gaussian smoothing noise on the actor's actions (FB target and actor loss)",
+    actor_std: ActionNoise = Field(
+        0.2, description="std of the Gaussian smoothing noise on the actor's actions (FB target and actor loss)"
     )
-    std_clip: float = Field(0.3, ge=0.0, le=2.0, description="clip of that noise (absolute value)")
+    std_clip: ActionNoise = Field(0.3, description="clip of that noise (absolute value)")
     aug_pad: int = Field(4, ge=0, le=16, description="random-shift augmentation pad in pixels (0: off)")
     # training schedule (stage pretrain_fb)
     updates: int = Field(400, ge=1, description="gradient updates of stage pretrain_fb")
     checkpoint_every: int = Field(100, ge=1, description="updates between resumable checkpoints")
     log_every: int = Field(20, ge=1, description="updates between logged training-curve rows")
-    holdout_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="share of episodes held out for the goal-reaching check"
-    )
+    holdout_fraction: ProperFraction = Field(0.1, description="share of episodes held out for the goal-reaching check")
     eval_stride: int = Field(4, ge=1, description="steps between evaluated states in the goal-reaching check")
 
 
-class RLConfig(BaseModel):
+class RLConfig(Section):
     """Online RL fine-tuning with generated rewards (``rl:`` in params.yaml; stage finetune_rl).
 
     Runs are the product tasks × seeds × methods (a DVC ``matrix``). Methods are the names in
     ``METHODS`` (genreward/rewards/config.py), e.g. ``genreward`` (video + frame rewards) and
     ``env_only`` (dense env reward, no prior).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     tasks: tuple[str, ...] = Field(
         ("pick-place-v3",), min_length=1, description="run axis: subset of `tasks` to fine-tune on"
@@ -126,17 +113,15 @@ class RLConfig(BaseModel):
         512, ge=0, description="uniform-random agent steps before the agent acts and learns (replay prefill)"
     )
     update_every: int = Field(2, ge=1, description="agent steps between updates")
-    batch_size: int = Field(64, ge=2, le=65536, description="transitions per agent update")
+    batch_size: BatchSize = Field(64, description="transitions per agent update")
     n_step: int = Field(3, ge=1, le=64, description="n of the n-step TD return")
-    lr: float = Field(1e-4, gt=0, le=1.0, description="Adam learning rate of encoder, actor and critic")
-    feature_dim: int = Field(50, ge=4, le=4096, description="actor/critic trunk width after the conv encoder")
-    hidden_dim: int = Field(256, ge=8, le=8192, description="hidden width of the actor and critic MLPs")
-    discount: float = Field(0.99, ge=0.0, lt=1.0, description="discount factor gamma")
-    std_start: float = Field(1.0, ge=0.0, le=5.0, description="exploration-noise std at step 0 (linearly annealed)")
-    std_end: float = Field(0.1, ge=0.0, le=5.0, description="exploration-noise std after std_steps")
-    std_steps: int = Field(
-        5000, ge=1, description="agent steps over which the noise std anneals from std_start to std_end"
-    )
+    lr: Rate = Field(1e-4, description="Adam learning rate of encoder, actor and critic")
+    feature_dim: FeatureDim = Field(50, description="actor/critic trunk width after the conv encoder")
+    hidden_dim: HiddenDim = Field(256, description="hidden width of the actor and critic MLPs")
+    discount: ProperFraction = Field(0.99, description="discount factor gamma")
+    std_start: AnnealedStd = Field(1.0, description="exploration-noise std at step 0 (linearly annealed)")
+    std_end: StdEnd = 0.1
+    std_steps: StdSteps = 5000
     replay_episodes: int = Field(100, ge=1, description="replay capacity in episodes (oldest replaced)")
     init_encoder_from_fb: bool = Field(
         False, description="start the agent's conv encoder from the pretrained FB encoder"

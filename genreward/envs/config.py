@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from genreward.fields import Section
 
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 # The dimensions of Meta-World v3, the same for every task (stated here so that config-level code
@@ -14,10 +16,8 @@ STATE_DIM = 39
 ACTION_DIM = 4
 
 
-class EnvConfig(BaseModel):
+class EnvConfig(Section):
     """Pixel-environment knobs (``env:`` in params.yaml)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     camera: str = Field(
         "corner",

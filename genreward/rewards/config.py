@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from genreward.rewards.base import TermSpec
 
@@ -11,6 +11,10 @@ TERMS: dict[str, TermSpec] = {
     "video": TermSpec("genreward.rewards.terms:VideoReward.build", weight="alpha"),
     "frame": TermSpec("genreward.rewards.terms:FrameReward.build", weight="beta", per_step="frame_per_step"),
     "clip": TermSpec("genreward.rewards.terms:CLIPReward.build", weight="clip_weight", schedule="step"),
+    "goal_pixels": TermSpec("genreward.rewards.terms:GoalDistance.build_pixels", weight="goal_distance_weight"),
+    "goal_latent": TermSpec("genreward.rewards.terms:GoalDistance.build_latent", weight="goal_distance_weight"),
+    "tadpole": TermSpec("genreward.rewards.diffusion_terms:TadpoleReward.build", weight="tadpole_weight"),
+    "viper": TermSpec("genreward.rewards.diffusion_terms:ViperReward.build", weight="viper_weight"),
 }
 # The methods (`rl.methods`): name -> the terms added to the env reward. The one list of method names.
 METHODS: dict[str, tuple[str, ...]] = {
@@ -19,6 +23,17 @@ METHODS: dict[str, tuple[str, ...]] = {
     "frame_only": ("frame",),
     "env_only": (),
     "clip_reward": ("clip",),
+    # baselines (docs/rewards.md): diffusion rewards on the same video model, and the naive goal-frame floor
+    "tadpole": ("tadpole",),
+    "viper": ("viper",),
+    "goal_distance": ("goal_pixels",),
+    "goal_distance_latent": ("goal_latent",),
+}
+
+# Reference rows of the reward benchmark (stage evaluate_rewards), not methods an agent trains with.
+REFERENCES: dict[str, str] = {
+    "dense": "Meta-World's dense reward (the ceiling)",
+    "random": "seeded Gaussian noise per step (the floor)",
 }
 
 
@@ -33,6 +48,39 @@ def term_spec(name: str) -> TermSpec:
     if name not in TERMS:
         raise ValueError(f"unknown reward term {name!r}; registered: {', '.join(TERMS)}")
     return TERMS[name]
+
+
+class DiffusionTermConfig(BaseModel):
+    """The video model as a scorer (``rewards.diffusion``): the tadpole and viper baselines.
+
+    Timesteps are fractions of the scheduler's training timesteps (t = round(f·(T−1))).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tadpole_noise: tuple[float, float] = Field(
+        (0.4, 0.5), description="tadpole: range of t/T, drawn once per episode (with one noise draw)"
+    )
+    tadpole_align: float = Field(100.0, gt=0.0, description="tadpole: w_a in symlog(w_a·‖ε̂_c − ε̂_u‖²)")
+    tadpole_recon: float = Field(100.0, gt=0.0, description="tadpole: w_r in symlog(w_r·(‖ε̂_u − ε‖² − ‖ε̂_c − ε‖²))")
+    viper_noise: tuple[float, ...] = Field(
+        (0.1, 0.3, 0.5, 0.7, 0.9), min_length=1, description="viper: the fixed t/T of the denoising lower bound"
+    )
+    seed: int = Field(0, ge=0, description="noise of both terms (tadpole: with the episode's first frame)")
+
+    @field_validator("tadpole_noise")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= v[0] <= v[1] <= 1.0:
+            raise ValueError(f"need 0 <= low <= high <= 1, got {list(v)}")
+        return v
+
+    @field_validator("viper_noise")
+    @classmethod
+    def _fractions(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(0.0 <= f <= 1.0 for f in v):
+            raise ValueError(f"fractions of the training timesteps must lie in [0, 1], got {list(v)}")
+        return v
 
 
 class RewardConfig(BaseModel):
@@ -61,3 +109,43 @@ class RewardConfig(BaseModel):
     )
     frame_per_step: bool = Field(False, description="pay the frame-level reward every step instead of every Δt")
     normalize: bool = Field(True, description="running z-score of each generated term before weighting")
+    goal_distance_weight: float = Field(1.0, ge=0.0, description="weight of the goal-frame distance baseline")
+    tadpole_weight: float = Field(1.0, ge=0.0, description="weight of the tadpole baseline (Video-TADPoLe-style)")
+    viper_weight: float = Field(1.0, ge=0.0, description="weight of the viper baseline (VIPER-style likelihood)")
+    diffusion: DiffusionTermConfig = DiffusionTermConfig()
+
+
+class BenchmarkConfig(BaseModel):
+    """Stage evaluate_rewards (``benchmark:``): every method scored offline on the probe episodes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    methods: tuple[str, ...] = Field(
+        (
+            "genreward",
+            "video_only",
+            "frame_only",
+            "tadpole",
+            "viper",
+            "goal_distance",
+            "goal_distance_latent",
+            "random",
+            "dense",
+        ),
+        min_length=1,
+        description="reward methods (rl.methods names) and the references random (floor) and dense (ceiling)",
+    )
+    stride: int = Field(16, ge=1, description="evaluation steps: transitions t with (t+1) % stride == 0")
+    gamma: float = Field(0.99, ge=0.0, le=1.0, description="discount of the EPIC canonicalisation")
+    confusion: bool = Field(True, description="score each task's reward on the other tasks' expert episodes")
+    seed: int = Field(0, ge=0, description="seed of the random-reward floor")
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for m in v:
+            if m not in METHODS and m not in REFERENCES:
+                raise ValueError(f"unknown method {m!r}; choose from {', '.join([*METHODS, *REFERENCES])}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate methods in {list(v)}")
+        return v

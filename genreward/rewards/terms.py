@@ -37,6 +37,14 @@ def to_agent_frame(frame_hwc: np.ndarray, size: int) -> np.ndarray:
     return resize_video(frame[None], size, size)[0].transpose(2, 0, 1).copy()
 
 
+def key_frame(cfg, inputs: dict[str, Path]) -> tuple[np.ndarray, dict[str, str]]:
+    """The task's key goal frame (stage select_keyframes) in the agent's format, and its hash."""
+    from genreward.store.artifacts import artifact_hash, open_artifact, read_array
+
+    frame = read_array(open_artifact(inputs["keyframe"], "keyframes"), "frame", ndim=3, dtype=np.uint8)
+    return to_agent_frame(frame, cfg.env.image_size), {"keyframe": artifact_hash(inputs["keyframe"])}
+
+
 class WindowScores:
     """Scores transition t from the window of (up to) ``window`` frames ending at s_{t+1}, clipped
     at the episode start; subclasses define ``windows(list of uint8 [T, 3, H, W]) -> float32 [N]``."""
@@ -125,14 +133,12 @@ class FrameReward(TransitionScores):
     def build(cls, cfg, task: str, inputs: dict[str, Path], device: str) -> tuple["FrameReward", dict[str, str]]:
         """The FB model (stage pretrain_fb) and the task's key frame (stage select_keyframes)."""
         from genreward.agents.fb import load_fb
-        from genreward.store.artifacts import artifact_hash, open_artifact, read_array
 
         fb = Path(inputs["fb"])
         if not (fb / "meta.json").is_file():
             raise FileNotFoundError(f"{fb}: no FB model; run `dvc repro pretrain_fb` first")
-        frame = read_array(open_artifact(inputs["keyframe"], "keyframes"), "frame", ndim=3, dtype=np.uint8)
-        term = cls(load_fb(fb, device), to_agent_frame(frame, cfg.env.image_size))
-        return term, {"keyframe": artifact_hash(inputs["keyframe"]), "fb": hash_tree(fb)}
+        goal, hashes = key_frame(cfg, inputs)
+        return cls(load_fb(fb, device), goal), {**hashes, "fb": hash_tree(fb)}
 
     def identity(self) -> dict:
         weights = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
@@ -180,3 +186,53 @@ class CLIPReward(NextFrameScores):
     def steps(self, frames: np.ndarray) -> np.ndarray:
         frames = _frames(frames)
         return self.scorer.similarity(self.scorer.encode_frames(frames.transpose(0, 2, 3, 1)), self.text)
+
+
+class GoalDistance(NextFrameScores):
+    """The naive floor: r(s_{t+1}) = −distance between the frame and the task's key goal frame,
+    in pixels (RMS over [0, 1] values) or in the VAE latent of single frames (L2)."""
+
+    def __init__(self, goal_frame: np.ndarray, encoder=None):
+        self.goal = _frames(np.asarray(goal_frame)[None], "goal frame")[0]
+        self.encoder = encoder
+        self.name = "goal_pixels" if encoder is None else "goal_latent"
+        self.goal_code = self._codes(self.goal[None])[0]
+
+    @classmethod
+    def _build(cls, cfg, inputs: dict[str, Path], latent: bool):
+        goal, hashes = key_frame(cfg, inputs)
+        if not latent:
+            return cls(goal), hashes
+        from genreward.video.latents import encoder_from_config
+
+        return cls(goal, encoder_from_config(cfg)), hashes
+
+    @classmethod
+    def build_pixels(cls, cfg, task: str, inputs: dict[str, Path], device: str) -> tuple["GoalDistance", dict]:
+        """The task's key frame (stage select_keyframes)."""
+        return cls._build(cfg, inputs, latent=False)
+
+    @classmethod
+    def build_latent(cls, cfg, task: str, inputs: dict[str, Path], device: str) -> tuple["GoalDistance", dict]:
+        """The task's key frame and the latent encoder (``latents:``)."""
+        return cls._build(cfg, inputs, latent=True)
+
+    def identity(self) -> dict:
+        out = {"goal_frame_sha256": hash_array(self.goal)}
+        if self.encoder is not None:
+            out["encoder"] = self.encoder.identity()
+        return out
+
+    def _codes(self, frames: np.ndarray) -> np.ndarray:
+        if self.encoder is None:
+            return frames.reshape(len(frames), -1).astype(np.float32) / 255.0
+        return self.encoder.encode_frames(frames.transpose(0, 2, 3, 1)).reshape(len(frames), -1)
+
+    def steps(self, frames: np.ndarray) -> np.ndarray:
+        frames = _frames(frames)
+        if frames.shape[1:] != self.goal.shape:
+            raise RewardInputError(f"frames {list(frames.shape[1:])} and the goal frame {list(self.goal.shape)} differ")
+        d = self._codes(frames) - self.goal_code
+        if self.encoder is None:
+            return -np.sqrt((d**2).mean(axis=1)).astype(np.float32)
+        return -np.linalg.norm(d, axis=1).astype(np.float32)

@@ -93,6 +93,14 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def write_json_atomic(path: str | Path, obj):
+    """``obj`` as indented, key-sorted JSON, written atomically; returns ``obj`` (a stage's summary)."""
+    import json
+
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
+    return obj
+
+
 def write_csv_atomic(path: str | Path, rows: list[dict]) -> Path:
     """``rows`` (dicts with the same keys, in order) as CSV with a header, written atomically."""
     import csv

@@ -39,20 +39,19 @@ def condition_frame(task: str, gv: GoalVideoConfig, env_cfg) -> np.ndarray:
         env.close()
 
 
+# The goal_video knobs that a VideoSpec takes as they are (besides the prompt, seed, task and image).
+SPEC_KNOBS = ("num_frames", "height", "width", "steps", "guidance", "negative_prompt")
+
+
+def goal_spec(gv: GoalVideoConfig, prompt: str, seed: int, **extra: Any) -> VideoSpec:
+    """The spec of ``prompt`` with ``gv``'s frames, size, steps, guidance and negative prompt
+    (``extra``: ``task``, ``image``)."""
+    return VideoSpec(prompt=prompt, seed=seed, **{k: getattr(gv, k) for k in SPEC_KNOBS}, **extra)
+
+
 def make_spec(task: str, prompt: str, gv: GoalVideoConfig, env_cfg) -> VideoSpec:
     image = condition_frame(task, gv, env_cfg) if needs_condition_image(gv) else None
-    return VideoSpec(
-        prompt=prompt,
-        num_frames=gv.num_frames,
-        height=gv.height,
-        width=gv.width,
-        seed=gv.seed,
-        steps=gv.steps,
-        guidance=gv.guidance,
-        negative_prompt=gv.negative_prompt,
-        task=task,
-        image=image,
-    )
+    return goal_spec(gv, prompt, gv.seed, task=task, image=image)
 
 
 def make_generator(

@@ -127,6 +127,26 @@ class VideoLatentEncoder:
                 out.append((z * self.scaling).float().cpu().numpy())
         return np.concatenate(out)
 
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Encode single frames uint8 [N, H, W, 3], each as a one-frame clip: float32 [N, C, h, w]."""
+        torch = self._torch
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+            raise LatentEncoderError(f"frames: expected uint8 [N, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(frames), self.cfg.batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(frames[i : i + self.cfg.batch_size])).permute(0, 3, 1, 2)
+                x = x.float()
+                if tuple(x.shape[-2:]) != (self.cfg.size, self.cfg.size):
+                    x = torch.nn.functional.interpolate(
+                        x, size=(self.cfg.size, self.cfg.size), mode="bilinear", antialias=True, align_corners=False
+                    )
+                x = (x / 127.5 - 1.0).clamp(-1, 1)[:, :, None]  # [B, 3, 1, H, W]
+                z = self.vae.encode(x.to(self.device, self.dtype)).latent_dist.mean[:, :, 0]
+                out.append((z * self.scaling).float().cpu().numpy())
+        return np.concatenate(out)
+
     def encode(self, clip: np.ndarray) -> np.ndarray:
         """Encode one clip: float32 [C, t, h, w]."""
         return self.encode_batch([clip])[0]

@@ -1,0 +1,89 @@
+"""Env jobs in spawned worker processes, each holding its own envs (and GL contexts).
+
+:func:`run_jobs` yields ``worker(job)`` for every job, in any order, with ``worker`` built once
+per process by ``make_worker`` (a picklable callable, e.g. ``functools.partial(ClipWorker, cfg,
+env_cfg)``); ``workers <= 1`` runs inline. Workers are spawned, never forked: a forked child must
+not inherit a live GL context. Each worker's ``close()`` frees its envs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator
+
+_WORKER: Any = None
+
+
+def _init_worker(make_worker: Callable[[], Any]) -> None:
+    global _WORKER
+    import atexit
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER = make_worker()
+    atexit.register(_WORKER.close)  # free GL contexts before the interpreter tears down
+
+
+def _run_job(job: Any) -> Any:
+    assert _WORKER is not None
+    return _WORKER(job)
+
+
+def run_jobs(
+    make_worker: Callable[[], Any], jobs: Iterable[Any], workers: int = 1, progress: bool = False, desc: str = "jobs"
+) -> Iterator[Any]:
+    """Yield ``worker(job)`` per job (any order), in ``workers`` spawned processes (1: inline)."""
+    from tqdm.auto import tqdm
+
+    jobs = list(jobs)
+    bar = tqdm(total=len(jobs), desc=desc, disable=not progress)
+    if workers <= 1:
+        worker = make_worker()
+        try:
+            for job in jobs:
+                yield worker(job)
+                bar.update()
+        finally:
+            worker.close()
+            bar.close()
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(make_worker,)
+    ) as pool:
+        futures = [pool.submit(_run_job, job) for job in jobs]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+                bar.update()
+        finally:
+            for fut in futures:
+                fut.cancel()
+            bar.close()
+
+
+class ExpertEnvs:
+    """Base of env workers: one pixel env (``env_cfg``, rendered at ``render_size``) and the
+    scripted expert per task, made on first use; ``close()`` frees them."""
+
+    def __init__(self, env_cfg, render_size: tuple[int, int] | None = None):
+        self.env_cfg, self.render_size = env_cfg, render_size
+        self._envs: dict[str, tuple[Any, Any]] = {}
+
+    def expert_env(self, task: str) -> tuple[Any, Any]:
+        """``(env, expert policy)`` of ``task``."""
+        if task not in self._envs:
+            from genreward.envs.experts import expert_policy
+            from genreward.envs.metaworld_env import MetaWorldPixelEnv
+
+            self._envs[task] = (
+                MetaWorldPixelEnv(task, self.env_cfg, render_size=self.render_size),
+                expert_policy(task),
+            )
+        return self._envs[task]
+
+    def close(self) -> None:
+        for env, _ in self._envs.values():
+            env.close()
+        self._envs.clear()

@@ -1,0 +1,124 @@
+"""The baseline reward terms (tadpole, viper, goal distance) and the video model as a scorer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from genreward.config import config_from_dict
+from genreward.rewards.combine import RewardModel
+
+PROMPT = "a robot arm reaches the target"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from genreward.video.cogvideox_build import build_cogvideox_pipeline
+
+    folder = tmp_path_factory.mktemp("video_model") / "pipeline"
+    build_cogvideox_pipeline([PROMPT, "a robot arm"], "t2v").save_pretrained(str(folder))
+    return folder
+
+
+def _cfg(model: Path, **rewards):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["tasks"] = ["reach-v3"]
+    raw["prompts"]["reach-v3"] = PROMPT
+    raw["domain_videos"]["captions"]["reach-v3"] = PROMPT
+    raw["env"]["image_size"] = 16
+    raw["goal_video"].update(num_frames=9, height=32, width=32)
+    raw["goal_video"]["diffusers"].update(model=str(model), use_adapted=False, max_sequence_length=16)
+    raw["latents"].update(size=16, num_frames=8, vae="random")
+    raw["rewards"].update(interval=8, window=8, **rewards)
+    return config_from_dict(raw)
+
+
+def _episode(length: int = 20, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (length + 1, 3, 16, 16), dtype=np.uint8)
+    return frames, rng.uniform(-1, 1, (length, 4)).astype(np.float32)
+
+
+def test_eps_from_v_prediction_matches_the_schedulers_own_velocity(tiny_model):
+    import torch
+    from diffusers import CogVideoXDDIMScheduler
+
+    from genreward.video.diffusion import eps_from_prediction, training_target
+
+    sched = CogVideoXDDIMScheduler.from_pretrained(tiny_model.parent / "pipeline", subfolder="scheduler")
+    assert sched.config.prediction_type == "v_prediction"
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 2, 4, 4, 4, generator=g), torch.randn(3, 2, 4, 4, 4, generator=g)
+    t = torch.tensor([0, 500, 999])
+    noisy = sched.add_noise(x0, noise, t)
+    v = training_target(sched, x0, noise, t)  # the scheduler's get_velocity
+    torch.testing.assert_close(eps_from_prediction(sched, noisy, v, t), noise, atol=2e-5, rtol=1e-5)
+    assert not torch.allclose(eps_from_prediction(sched, noisy, v, t.flip(0)), noise, atol=1e-2)  # t matters
+
+
+def test_latent_frame_cover_of_a_causal_vae():
+    from genreward.rewards.diffusion_terms import latent_frame_of
+
+    # 9 frames kept as 9: frame 0 alone, then 4 frames per latent frame
+    assert latent_frame_of(9, 9).tolist() == [0, 1, 1, 1, 1, 2, 2, 2, 2]
+    # 17 frames subsampled to 9: each frame goes with its nearest subsampled frame (ties to the even one)
+    assert latent_frame_of(17, 9).tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2]
+
+
+def test_tadpole_term_through_the_tiny_pipeline(tiny_model):
+    from genreward.rewards.diffusion_terms import TadpoleReward
+
+    cfg = _cfg(tiny_model)
+    term, hashes = TadpoleReward.build(cfg, "reach-v3", {}, "cpu")
+    assert len(hashes["video_model"]) == 64 and term.identity()["prompt"] == PROMPT
+    frames, actions = _episode()
+    every = np.arange(len(actions))
+    r = term.scores(frames, actions, every, window=8)
+    assert r.shape == (20,) and np.isfinite(r).all() and (r != 0).all()
+    # one value per latent frame, spread over the frames it covers: chunk [0, 8) -> frames 1..8 of 9
+    assert np.unique(r[:8]).size <= 3 and np.array_equal(r, term.scores(frames, actions, every, window=8))
+    assert not np.array_equal(r, term.scores(frames[::-1].copy(), actions, every, window=8))
+    # only the chunks of paid steps are scored
+    part = term.scores(frames, actions, np.array([3]), window=8)
+    assert np.array_equal(part[:8], r[:8]) and not part[8:].any()
+    # the prompt as its own negative: align = recon = 0 exactly, so r = 0
+    same = TadpoleReward(term.scorer, PROMPT, PROMPT, cfg.rewards.diffusion, {})
+    assert not same.scores(frames, actions, every, window=8).any()
+
+
+def test_viper_term_and_the_baseline_methods_through_the_reward_model(tiny_model):
+    cfg = _cfg(tiny_model)
+    from genreward.rewards.diffusion_terms import ViperReward
+
+    term, _ = ViperReward.build(cfg, "reach-v3", {}, "cpu")
+    frames, actions = _episode()
+    w = term.windows([frames[:9], frames[5:14], frames[:9]])
+    assert w.dtype == np.float32 and (w < 0).all() and w[0] == w[2] and w[0] != w[1]
+    rm = RewardModel("viper", cfg.rewards, {"viper": term})
+    out = rm.episode(frames, actions, np.zeros(20, np.float32), update_stats=False)
+    assert np.flatnonzero(out.terms["viper"]).tolist() == [7, 15]  # paid every rewards.interval steps
+    # transition 7 is scored on the window of rewards.window frames ending at s_8
+    assert out.terms["viper"][7] == pytest.approx(term.windows([frames[1:9]])[0], rel=1e-5)
+
+
+def test_goal_distance_in_pixels_and_latents(tmp_path):
+    from genreward.rewards.terms import GoalDistance
+    from genreward.video.config import LatentConfig
+    from genreward.video.latents import VideoLatentEncoder
+
+    frames, actions = _episode(6)
+    goal = frames[3]
+    pixels = GoalDistance(goal)
+    r = pixels.scores(frames, actions, np.arange(6), 8)
+    assert r[2] == 0.0 and (np.delete(r, 2) < -0.2).all()  # transition 2 reaches frame 3, the goal
+    half = np.clip(goal.astype(int) + 51, 0, 255).astype(np.uint8)  # +0.2 where not clipped
+    assert pixels.steps(half[None])[0] == pytest.approx(-np.sqrt(((half / 255.0 - goal / 255.0) ** 2).mean()))
+    enc = VideoLatentEncoder.from_config(LatentConfig(vae="random", size=16))
+    latent = GoalDistance(goal, enc)
+    assert latent.name == "goal_latent" and latent.identity()["encoder"]["vae"] == "random"
+    z = latent.scores(frames, actions, np.arange(6), 8)
+    assert z[2] == pytest.approx(0.0, abs=1e-5) and (np.delete(z, 2) < -1e-3).all()
