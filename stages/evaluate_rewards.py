@@ -46,10 +46,9 @@ def term_builder(cfg: Config):
                 terms[name], _ = term_spec(name).builder()(cfg, task, ins, device)
             except Exception as e:
                 missing = [p for p in ins.values() if not Path(p).exists()]
+                missing = [p for p in missing if str(p) in str(e)]  # the input the term failed on, if it says
                 if not missing:
                     raise
-                named = [p for p in missing if str(p) in str(e)]  # the input the term failed on, if it says
-                missing = named or missing
                 raise MissingInputError(
                     f"term {name} of {task}: {missing[0]} is missing; run `dvc repro "
                     f"{producer_of(cfg, missing[0]) or 'the stage that writes it'}` first ({type(e).__name__})"
@@ -78,14 +77,19 @@ def plot_curves(report: dict, task: str, path: Path) -> Path:
         ax.plot(steps, z, label=method, lw=2.5 if method in ("genreward", "dense") else 1.2)
     ax.set_title(f"{task}: reward along a successful expert episode (z-scored per method)", fontsize=9)
     ax.set_xlabel("agent step")
-    ax.legend(fontsize=7, ncol=2)
+    if report["curves"][task]:
+        ax.legend(fontsize=7, ncol=2)
+    else:
+        ax.text(0.5, 0.5, "no successful expert episode", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
-def plot_confusion(report: dict, tasks: list[str], path: Path) -> Path:
+def plot_confusion(report: dict, tasks: list[str], path: Path) -> Path | None:
     plt = pyplot()
     methods = [m for m, e in report["methods"].items() if "confusion" in e and m != "dense"]
+    if not methods:
+        return None
     cols = min(4, len(methods))
     rows = -(-len(methods) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), squeeze=False)
@@ -153,7 +157,6 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         term_builder(cfg),
         cfg.rewards,
         stride=bm.stride,
-        gamma=bm.gamma,
         seed=bm.seed,
         confusion=bm.confusion and len(tasks) > 1,
         log=log.info,

@@ -92,6 +92,12 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     assert set(report["reach-v3"]) == {"genreward", "env_only"} and report["reach-v3"]["env_only"]["steps"] == 64
     assert "| reach-v3 |" in (work / "reports/summary.md").read_text()
     assert (work / "reports/plots/reach-v3.png").exists()
+    quality = json.loads((work / "reports/reward_quality.json").read_text())  # the reward benchmark, every method
+    assert set(quality["methods"]) == set(params["benchmark"]["methods"]) and quality["probe_episodes"] == {
+        "reach-v3": 4
+    }
+    assert quality["methods"]["dense"]["per_task"]["reach-v3"]["spearman_dense"] == 1.0
+    assert (work / "reports/reward_quality/plots/expert_reach-v3.png").exists()
     assert json.loads((work / "data/env_check/metrics.json").read_text())["tasks"]["reach-v3"]["pixel_steps_per_s"] > 1
     second = subprocess.run([*dvc, "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert "Running stage" not in second.stdout, second.stdout
@@ -116,6 +122,7 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
         "resolve_params",
         *chain,
         *rl_runs,
+        "evaluate_rewards",
     }
 
     # Experiments reuse every goal video: `dvc exp run -S` sweeps over RL knobs build no video pipeline,

@@ -85,6 +85,8 @@ def test_tadpole_term_through_the_tiny_pipeline(tiny_model):
     # only the chunks of paid steps are scored
     part = term.scores(frames, actions, np.array([3]), window=8)
     assert np.array_equal(part[:8], r[:8]) and not part[8:].any()
+    # paid every step in RL
+    assert RewardModel("tadpole", cfg.rewards, {"tadpole": term}).paid_mask("tadpole", 20).all()
     # the prompt as its own negative: align = recon = 0 exactly, so r = 0
     same = TadpoleReward(term.scorer, PROMPT, PROMPT, cfg.rewards.diffusion, {})
     assert not same.scores(frames, actions, every, window=8).any()

@@ -77,7 +77,7 @@ def _build(task, names):
 def test_known_answers_on_constructed_probes(light_terms):
     probes = {t: _probes(t, i) for i, t in enumerate(TASKS)}
     cfg = Cfg(window=4, normalize=True)
-    report = to_json(evaluate(["light", "task_light", "random", "dense"], probes, _build, cfg, stride=4, gamma=0.9))
+    report = to_json(evaluate(["light", "task_light", "random", "dense"], probes, _build, cfg, stride=4))
     json.dumps(report, allow_nan=False)
     assert report["eval_steps"] == eval_steps(L, 4).tolist() == [3, 7, 11, 15, 19, 23, 27, 31]
     light = report["methods"]["light"]["per_task"]["reach-v3"]
@@ -102,7 +102,7 @@ def test_known_answers_on_constructed_probes(light_terms):
 def test_a_metric_without_data_is_null_with_its_reason(light_terms):
     p = _probes("reach-v3", 0)
     p.success[:] = False  # no successful episode at all
-    report = to_json(evaluate(["light"], {"reach-v3": p}, _build, Cfg(window=4), stride=4, gamma=0.9, confusion=False))
+    report = to_json(evaluate(["light"], {"reach-v3": p}, _build, Cfg(window=4), stride=4, confusion=False))
     row = report["methods"]["light"]["per_task"]["reach-v3"]
     assert row["voc"] == {"value": None, "used": 0, "total": 0, "reason": "no successful expert episode"}
     assert row["auroc"] == {"value": None, "reason": "no successful episode"}
@@ -131,3 +131,13 @@ def test_the_stage_names_the_stage_to_run_for_a_missing_input(tmp_path):
         MissingInputError, match=r"probes/reach-v3.zarr is missing; run `dvc repro collect_probes` first"
     ):
         run(cfg, *get_stage("evaluate_rewards").paths(cfg, get_stage("evaluate_rewards").items(cfg)[0]))
+
+
+def test_benchmark_methods_are_checked_at_load():
+    from genreward.rewards.config import BenchmarkConfig
+
+    with pytest.raises(ValueError, match="'env_only' adds no generated reward"):
+        BenchmarkConfig(methods=("genreward", "env_only"))
+    with pytest.raises(ValueError, match="unknown method 'genreward_v2'; choose from genreward, "):
+        BenchmarkConfig(methods=("genreward_v2",))
+    assert BenchmarkConfig(methods=("dense", "random")).methods == ("dense", "random")

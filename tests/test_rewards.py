@@ -11,7 +11,13 @@ from genreward.agents.replay import EpisodeReplay
 from genreward.rewards.base import TermSpec
 from genreward.rewards.combine import RewardModel, RunningStats
 from genreward.rewards.config import METHODS, TERMS, RewardConfig
-from genreward.rewards.terms import NextFrameScores, RewardInputError, TransitionScores, WindowScores
+from genreward.rewards.terms import (
+    NextFrameScores,
+    RewardInputError,
+    TransitionScores,
+    WindowScores,
+    window_frames,
+)
 
 L = 16  # steps per test episode
 
@@ -64,9 +70,13 @@ def test_interval_rewards_are_paid_at_the_right_steps_with_the_right_windows():
     others = np.setdiff1d(np.arange(L), paid)
     assert not er.terms["video"][others].any() and not er.terms["frame"][others].any()
     np.testing.assert_allclose(er.total, env_r + er.terms["video"] + er.terms["frame"], rtol=1e-6)
-    # The first window is clipped at the episode start, never wraps around.
+    # A window reaching before the episode start is padded with the reset frame, never wraps around.
     short = _model(window=64).episode(frames, actions, env_r)
-    np.testing.assert_allclose(short.terms["video"][7], 8 + 0.09, rtol=1e-6)
+    np.testing.assert_allclose(short.terms["video"][7], 8 + 0.64, rtol=1e-6)
+    padded = window_frames(frames, 7, 64)
+    assert (
+        len(padded) == 64 and (padded[:56, 0, 0, 0] == 0).all() and padded[56:, 0, 0, 0].tolist() == list(range(1, 9))
+    )
 
 
 def test_weights_env_weight_per_step_and_methods():

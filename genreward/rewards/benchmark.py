@@ -35,13 +35,13 @@ import numpy as np
 from genreward.envs.probes import Probes
 from genreward.rewards import metrics as M
 from genreward.rewards.base import Term
-from genreward.rewards.combine import RewardModel, RunningStats
-from genreward.rewards.config import REFERENCES, RewardConfig, method_terms, term_spec
+from genreward.rewards.combine import RewardModel, RunningStats, paid_steps, weighted_terms
+from genreward.rewards.config import REFERENCES, RewardConfig, method_terms
 
 
 def eval_steps(length: int, stride: int) -> np.ndarray:
     """The evaluation steps: transitions t with (t+1) % stride == 0."""
-    return np.arange(stride - 1, length, stride)
+    return paid_steps(length, stride)
 
 
 def term_scores(term: Term, probes: Probes, episodes: Iterable[int], steps: np.ndarray, window: int) -> np.ndarray:
@@ -52,14 +52,8 @@ def term_scores(term: Term, probes: Probes, episodes: Iterable[int], steps: np.n
 
 def combine(method: str, raw: Mapping[str, np.ndarray], stats: Mapping[str, RunningStats], cfg: RewardConfig):
     """The method's generated reward [n, K] from its raw terms, z-scored with ``stats`` when
-    ``cfg.normalize`` and weighted with each term's knob."""
-    total = 0.0
-    for name in method_terms(method):
-        x = raw[name]
-        if cfg.normalize:
-            x = stats[name].normalize(x)
-        total = total + term_spec(name).weight_for(cfg) * x
-    return np.asarray(total, np.float32)
+    ``cfg.normalize`` and weighted with each term's knob (as RL combines them)."""
+    return weighted_terms(method_terms(method), raw, cfg, stats).astype(np.float32)
 
 
 def term_stats(raw: np.ndarray) -> RunningStats:
@@ -83,7 +77,7 @@ def random_rewards(shape: tuple[int, ...], seed: int, task: str) -> np.ndarray:
     return np.random.default_rng([seed, *task.encode()]).standard_normal(shape).astype(np.float32)
 
 
-def quality(rewards: np.ndarray, probes: Probes, steps: np.ndarray, gamma: float) -> dict[str, M.Score | M.MeanScore]:
+def quality(rewards: np.ndarray, probes: Probes, steps: np.ndarray) -> dict[str, M.Score | M.MeanScore]:
     """The single-task metrics of per-step rewards [N, K] at ``steps`` on ``probes``."""
     experts = probes.expert_successes()
     episode = rewards.mean(axis=1)
@@ -98,16 +92,10 @@ def quality(rewards: np.ndarray, probes: Probes, steps: np.ndarray, gamma: float
         "spearman_dense": M.spearman(rewards.ravel(), dense.ravel()),
         "pearson_dense": M.pearson(rewards.ravel(), dense.ravel()),
     }
-    # EPIC on the evaluation steps' transitions: state n·K + k is the state reached at steps[k]
-    n, k = rewards.shape
-    if k < 2:
-        out["epic_dense"] = M.Score.missing("fewer than 2 evaluation steps per episode")
-    else:
-        idx = np.arange(n * k).reshape(n, k)
-        s, s2 = idx[:, :-1].ravel(), idx[:, 1:].ravel()
-        out["epic_dense"] = M.epic_state_rewards(
-            rewards.ravel(), dense.ravel(), (s, np.zeros_like(s), s2), gamma, coverage_states=idx.ravel()
-        )
+    # EPIC, each reward the reward of the reached state: state n·K + k is the one reached at steps[k]
+    # (for such rewards the canonicalisation removes a constant whatever the discount)
+    states = np.arange(rewards.size)
+    out["epic_dense"] = M.epic_state_rewards(rewards.ravel(), dense.ravel(), (states, states * 0, states), 1.0)
     return out
 
 
@@ -115,10 +103,8 @@ def quality(rewards: np.ndarray, probes: Probes, steps: np.ndarray, gamma: float
 class TaskTerms:
     """One task's reward terms and the statistics of their raw scores on that task's probes."""
 
-    terms: dict[str, Term]
     raw: dict[str, np.ndarray]  # term -> [N, K] on the task's own probes
     stats: dict[str, RunningStats]
-    build_seconds: float
 
 
 def evaluate(
@@ -127,7 +113,6 @@ def evaluate(
     build_terms: Callable[[str, list[str]], dict[str, Term]],
     cfg: RewardConfig,
     stride: int,
-    gamma: float,
     seed: int = 0,
     confusion: bool = True,
     log: Callable[[str], None] = lambda msg: None,
@@ -149,16 +134,14 @@ def evaluate(
     cross: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (reward task, episode task) -> term -> [n, K]
     costs: dict[tuple[str, str], float] = {}
     for task in tasks:
-        start = time.perf_counter()
         terms = build_terms(task, needed) if needed else {}
-        built = time.perf_counter() - start
         p = probes[task]
         raw = {}
         for name, term in terms.items():
             t0 = time.perf_counter()
             raw[name] = term_scores(term, p, range(len(p.kinds)), steps, cfg.window)
             log(f"{task}: {name} scored {len(p.kinds)} probe episodes in {time.perf_counter() - t0:.1f} s")
-        per_task[task] = TaskTerms(terms, raw, {n: term_stats(r) for n, r in raw.items()}, built)
+        per_task[task] = TaskTerms(raw, {n: term_stats(r) for n, r in raw.items()})
         for method in methods:
             if method in REFERENCES:
                 continue
@@ -170,9 +153,7 @@ def evaluate(
                     q = probes[other]
                     experts = q.expert_successes()
                     cross[task, other] = {n: term_scores(t, q, experts, steps, cfg.window) for n, t in terms.items()}
-        for term in terms.values():  # release models before the next task's are built
-            del term
-        terms.clear()
+        del terms  # release this task's models before the next task's are built
 
     report: dict = {"methods": {}, "curves": {t: {} for t in tasks}, "eval_steps": steps.tolist()}
     for method in methods:
@@ -180,7 +161,8 @@ def evaluate(
         for i, task in enumerate(tasks):
             p = probes[task]
             own = _method_rewards(method, per_task[task], p, steps, cfg, seed)
-            rows[task] = {**quality(own, p, steps, gamma), "ms_per_step": M.Score(costs.get((method, task), 0.0))}
+            cost = M.Score(costs[method, task]) if (method, task) in costs else M.Score.missing("a reference")
+            rows[task] = {**quality(own, p, steps), "ms_per_step": cost}
             experts = p.expert_successes()
             if len(experts):
                 report["curves"][task][method] = own[experts[0]].tolist()
@@ -230,7 +212,7 @@ def _confusion_gap(method: str, matrix: np.ndarray) -> str | None:
     if method == "dense":
         return "a task's dense reward is only recorded on its own episodes"
     if np.isnan(matrix).any():
-        return "a task without successful expert episodes, or confusion disabled"
+        return "a task without a successful expert episode"
     return None
 
 
@@ -243,5 +225,6 @@ def _task_means(rows: Mapping[str, Mapping[str, M.Score | M.MeanScore]]) -> dict
         if ok:
             out[metric] = M.Score(float(np.mean(ok)))
         else:
-            out[metric] = M.Score.missing(f"not computed on any task ({values[0].reason})")
+            reasons = "; ".join(dict.fromkeys(str(v.reason) for v in values))
+            out[metric] = M.Score.missing(f"not computed on any task ({reasons})")
     return out

@@ -51,6 +51,26 @@ class RunningStats:
         return {"n": self.n, "mean": self.mean, "m2": self.m2}
 
 
+def paid_steps(length: int, every: int) -> np.ndarray:
+    """The transitions t < ``length`` with (t+1) % ``every`` == 0."""
+    return np.arange(every - 1, length, every)
+
+
+def weighted_terms(
+    names, raw: Mapping[str, np.ndarray], cfg: RewardConfig, stats: Mapping[str, RunningStats], masks=None, start=0.0
+) -> np.ndarray:
+    """``start`` + Σ_term weight_term·x_term over ``names``; with ``cfg.normalize`` each x is
+    z-scored with ``stats[term]`` (only where ``masks[term]``, zero elsewhere, when masks are given)."""
+    total = start
+    for term in names:
+        x = raw[term]
+        if cfg.normalize:
+            z = stats[term].normalize(x)
+            x = z if masks is None else np.where(masks[term], z, 0.0)
+        total = total + term_spec(term).weight_for(cfg) * x
+    return np.asarray(total)
+
+
 @dataclass
 class EpisodeReward:
     total: np.ndarray  # float32 [L], what the agent learns from
@@ -87,7 +107,7 @@ class RewardModel:
 
     def reward_steps(self, length: int) -> np.ndarray:
         """Transition indices t where the interval rewards are paid ((t+1) % Δt == 0)."""
-        return np.arange(self.cfg.interval - 1, length, self.cfg.interval)
+        return paid_steps(length, self.cfg.interval)
 
     def raw_terms(self, frames: np.ndarray, actions: np.ndarray) -> dict[str, np.ndarray]:
         """Unweighted terms [L] (zero where a term is not paid) for one episode's frames [L+1, 3, H, W]."""
@@ -116,14 +136,11 @@ class RewardModel:
     def combine(self, raw: dict[str, np.ndarray], env_reward: np.ndarray, update_stats: bool = True) -> np.ndarray:
         cfg = self.cfg
         env_reward = np.asarray(env_reward, np.float32)
-        total = cfg.env_weight * env_reward
-        for term in self.terms:
-            x, mask = raw[term], self.paid_mask(term, len(env_reward))
-            if cfg.normalize:
-                if update_stats:
-                    self.stats[term].update(x[mask])
-                x = np.where(mask, self.stats[term].normalize(x), 0.0)
-            total = total + term_spec(term).weight_for(cfg) * x
+        masks = {term: self.paid_mask(term, len(env_reward)) for term in self.terms}
+        if cfg.normalize and update_stats:
+            for term in self.terms:
+                self.stats[term].update(raw[term][masks[term]])
+        total = weighted_terms(self.terms, raw, cfg, self.stats, masks, start=cfg.env_weight * env_reward)
         if not np.isfinite(total).all():
             raise FloatingPointError(
                 f"{self.method}: non-finite reward (terms: { {k: bool(np.isfinite(v).all()) for k, v in raw.items()} })"

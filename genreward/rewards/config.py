@@ -13,7 +13,9 @@ TERMS: dict[str, TermSpec] = {
     "clip": TermSpec("genreward.rewards.terms:CLIPReward.build", weight="clip_weight", schedule="step"),
     "goal_pixels": TermSpec("genreward.rewards.terms:GoalDistance.build_pixels", weight="goal_distance_weight"),
     "goal_latent": TermSpec("genreward.rewards.terms:GoalDistance.build_latent", weight="goal_distance_weight"),
-    "tadpole": TermSpec("genreward.rewards.diffusion_terms:TadpoleReward.build", weight="tadpole_weight"),
+    "tadpole": TermSpec(
+        "genreward.rewards.diffusion_terms:TadpoleReward.build", weight="tadpole_weight", schedule="step"
+    ),
     "viper": TermSpec("genreward.rewards.diffusion_terms:ViperReward.build", weight="viper_weight"),
 }
 # The methods (`rl.methods`): name -> the terms added to the env reward. The one list of method names.
@@ -136,7 +138,6 @@ class BenchmarkConfig(BaseModel):
         description="reward methods (rl.methods names) and the references random (floor) and dense (ceiling)",
     )
     stride: int = Field(16, ge=1, description="evaluation steps: transitions t with (t+1) % stride == 0")
-    gamma: float = Field(0.99, ge=0.0, le=1.0, description="discount of the EPIC canonicalisation")
     confusion: bool = Field(True, description="score each task's reward on the other tasks' expert episodes")
     seed: int = Field(0, ge=0, description="seed of the random-reward floor")
 
@@ -146,6 +147,8 @@ class BenchmarkConfig(BaseModel):
         for m in v:
             if m not in METHODS and m not in REFERENCES:
                 raise ValueError(f"unknown method {m!r}; choose from {', '.join([*METHODS, *REFERENCES])}")
+            if m in METHODS and not METHODS[m]:
+                raise ValueError(f"{m!r} adds no generated reward (its ceiling is the reference 'dense')")
         if len(set(v)) != len(v):
             raise ValueError(f"duplicate methods in {list(v)}")
         return v

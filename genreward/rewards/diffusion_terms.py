@@ -88,7 +88,7 @@ class TadpoleReward(_DiffusionTerm):
         # chunk by chunk: a chunk's value does not depend on which other chunks are scored with it
         values = [self.latent_frame_rewards([clip], t, seed)[0] for clip in clips]
         for (a, b), v in zip(spans, values):
-            cover = latent_frame_of(b - a + 1, self.scorer.num_frames)
+            cover = latent_frame_of(b - a + 1, self.scorer.num_frames, self.scorer.temporal_ratio)
             r[a:b] = v[np.minimum(cover[1:], len(v) - 1)]  # transition t -> frame t+1
         return r
 
@@ -100,7 +100,7 @@ class TadpoleReward(_DiffusionTerm):
         steps = np.full(len(latents), t)
         eps_c = s.predict_eps(latents, first, noise, steps, self.prompt)
         eps_u = s.predict_eps(latents, first, noise, steps, self.negative_prompt)
-        noise = noise.to(eps_c.device, eps_c.dtype)
+        noise = noise.to(eps_c.device)
         dims = (2, 3, 4)  # mean over channels and space: one value per latent frame
         align = ((eps_c - eps_u) ** 2).mean(dims).cpu().numpy()
         recon = (((eps_u - noise) ** 2).mean(dims) - ((eps_c - noise) ** 2).mean(dims)).cpu().numpy()
@@ -120,5 +120,5 @@ class ViperReward(_DiffusionTerm, WindowScores):
             noise = s.noise_like(latents[:1], [self.cfg.seed, k]).expand_as(latents)
             t = np.full(len(latents), _timestep(fraction, s.num_train_timesteps))
             eps = s.predict_eps(latents, first, noise, t, self.prompt)
-            total -= ((eps - noise.to(eps.device, eps.dtype)) ** 2).mean((1, 2, 3, 4)).cpu().numpy()
+            total -= ((eps - noise.to(eps.device)) ** 2).mean((1, 2, 3, 4)).cpu().numpy()
         return total.astype(np.float32)

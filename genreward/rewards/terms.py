@@ -45,14 +45,24 @@ def key_frame(cfg, inputs: dict[str, Path]) -> tuple[np.ndarray, dict[str, str]]
     return to_agent_frame(frame, cfg.env.image_size), {"keyframe": artifact_hash(inputs["keyframe"])}
 
 
+def window_frames(frames: np.ndarray, t: int, window: int) -> np.ndarray:
+    """The ``window`` frames ending at s_{t+1}; near the episode start, padded with copies of the
+    reset frame s_0 (as if the agent had stood still before it), so every window spans the same
+    time and a clip subsampled from it plays at the same speed."""
+    start = t + 2 - window
+    if start >= 0:
+        return frames[start : t + 2]
+    return np.concatenate([np.repeat(frames[:1], -start, axis=0), frames[: t + 2]])
+
+
 class WindowScores:
-    """Scores transition t from the window of (up to) ``window`` frames ending at s_{t+1}, clipped
-    at the episode start; subclasses define ``windows(list of uint8 [T, 3, H, W]) -> float32 [N]``."""
+    """Scores transition t from the window of ``window`` frames ending at s_{t+1}
+    (:func:`window_frames`); subclasses define ``windows(list of uint8 [T, 3, H, W]) -> float32 [N]``."""
 
     def scores(self, frames: np.ndarray, actions: np.ndarray, paid_steps: np.ndarray, window: int) -> np.ndarray:
         r = np.zeros(len(actions), np.float32)
         if len(paid_steps):
-            r[paid_steps] = self.windows([frames[max(0, t + 2 - window) : t + 2] for t in paid_steps])
+            r[paid_steps] = self.windows([window_frames(frames, int(t), window) for t in paid_steps])
         return r
 
 

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from genreward.video.io import resample_frames
+from genreward.video.latents import vae_pixels
 
 
 def prompt_embeds(pipe, prompts: Sequence[str], max_text_len: int, device, dtype):
@@ -70,12 +71,14 @@ def training_target(scheduler, latents, noise, t):
 
 def eps_from_prediction(scheduler, noisy, pred, t):
     """The noise estimate ε̂ from the model output ``pred`` at noisy latents x_t and timesteps ``t``."""
+    import torch
+
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
         return pred
     if kind != "v_prediction":
         raise ValueError(f"scheduler prediction_type {kind!r} is not supported (v_prediction or epsilon)")
-    abar = scheduler.alphas_cumprod.to(device=noisy.device, dtype=noisy.dtype)[t]
+    abar = scheduler.alphas_cumprod.to(device=noisy.device, dtype=torch.float64)[t].to(noisy.dtype)
     abar = abar.reshape((-1,) + (1,) * (noisy.ndim - 1))
     return abar.sqrt() * pred + (1 - abar).sqrt() * noisy
 
@@ -107,18 +110,12 @@ class DiffusionScorer:
         self.dtype = next(pipe.transformer.parameters()).dtype
         self.scale = float(pipe.vae.config.scaling_factor)
         self.num_train_timesteps = int(pipe.scheduler.config.num_train_timesteps)
+        self.temporal_ratio = int(getattr(pipe, "vae_scale_factor_temporal", 4))  # frames per latent frame
         self._embeds: dict[str, object] = {}
         self._torch = torch
 
     def _pixels(self, clip: np.ndarray):
-        torch = self._torch
-        clip = resample_frames(np.asarray(clip), self.num_frames)
-        x = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float()  # T,3,H,W
-        if tuple(x.shape[-2:]) != (self.height, self.width):
-            x = torch.nn.functional.interpolate(
-                x, size=(self.height, self.width), mode="bilinear", antialias=True, align_corners=False
-            )
-        return (x / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3)  # 3,T,H,W
+        return vae_pixels(resample_frames(np.asarray(clip), self.num_frames), self.height, self.width)
 
     def encode(self, clips: Sequence[np.ndarray]):
         """Scaled latents [B, F, C, h, w] and, for image-to-video, first-frame latents [B, 1, C, h, w]."""
@@ -143,23 +140,29 @@ class DiffusionScorer:
         return e.expand(batch, *e.shape[1:])
 
     def predict_eps(self, latents, first, noise, t, prompt: str):
-        """ε̂ for clean ``latents`` [B, F, C, h, w] noised with ``noise`` at integer timesteps ``t`` [B]."""
+        """ε̂ (float32) for clean ``latents`` [B, F, C, h, w] noised with ``noise`` (from
+        :meth:`noise_like`) at integer timesteps ``t`` [B]; ``batch_size`` clips per forward pass."""
         torch = self._torch
         sched = self.pipe.scheduler
         t = torch.as_tensor(t, device=self.device, dtype=torch.long)
         noise = noise.to(self.device, latents.dtype)
+        out = []
         with torch.inference_mode():
-            noisy = sched.add_noise(latents, noise, t)
-            pred = model_prediction(
-                self.pipe, noisy, t, self.embeds(prompt, len(latents)), first, self.height, self.width
-            )
-            return eps_from_prediction(sched, noisy, pred.to(noisy.dtype), t).float()
+            for i in range(0, len(latents), self.batch_size):
+                sl = slice(i, i + self.batch_size)
+                noisy = sched.add_noise(latents[sl], noise[sl], t[sl])
+                cond = None if first is None else first[sl]
+                embeds = self.embeds(prompt, len(noisy))
+                pred = model_prediction(self.pipe, noisy, t[sl], embeds, cond, self.height, self.width)
+                out.append(eps_from_prediction(sched, noisy.float(), pred.float(), t[sl]))
+        return torch.cat(out)
 
     def noise_like(self, latents, seed: int | Sequence[int]):
-        """Standard normal noise of ``latents``' shape from a seeded CPU generator."""
+        """Standard normal noise of ``latents``' shape and dtype (float32 on the CPU; what
+        :meth:`predict_eps` adds, so ε̂ − noise compares like with like) from a seeded generator."""
         torch = self._torch
         g = torch.Generator(device="cpu").manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
-        return torch.randn(latents.shape, generator=g)
+        return torch.randn(latents.shape, generator=g).to(latents.dtype).float()
 
 
 _PIPES: dict[str, tuple[object, dict]] = {}

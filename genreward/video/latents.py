@@ -35,6 +35,19 @@ def latent_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / denom) if denom > 0 else 0.0
 
 
+def vae_pixels(clip: np.ndarray, height: int, width: int):
+    """uint8 [T, H, W, 3] -> float32 tensor [3, T, height, width] in [-1, 1], the VAE's input
+    (resized bilinearly with antialiasing where the size differs)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float()  # T,3,H,W
+    if tuple(x.shape[-2:]) != (height, width):
+        x = torch.nn.functional.interpolate(
+            x, size=(height, width), mode="bilinear", antialias=True, align_corners=False
+        )
+    return (x / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3)
+
+
 class VideoLatentEncoder:
     def __init__(self, vae, cfg: LatentConfig, device: str = "cpu", identity: dict | None = None):
         import torch
@@ -95,18 +108,11 @@ class VideoLatentEncoder:
     # -- encoding ----------------------------------------------------------------------------
     def prepare(self, clip: np.ndarray):
         """uint8 [T,H,W,3] -> float tensor [3, num_frames, size, size] in [-1, 1]."""
-        torch = self._torch
         try:
             clip = validate_video(clip, "clip", min_frames=2)
         except VideoError as e:
             raise LatentEncoderError(str(e)) from None
-        clip = resample_frames(clip, self.cfg.num_frames)
-        x = torch.from_numpy(clip).permute(0, 3, 1, 2).float()  # T,3,H,W
-        if x.shape[-2:] != (self.cfg.size, self.cfg.size):
-            x = torch.nn.functional.interpolate(
-                x, size=(self.cfg.size, self.cfg.size), mode="bilinear", antialias=True, align_corners=False
-            )
-        return (x / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3)
+        return vae_pixels(resample_frames(clip, self.cfg.num_frames), self.cfg.size, self.cfg.size)
 
     def encode_batch(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         """Encode several clips: float32 [B, C, t, h, w]."""
@@ -136,13 +142,8 @@ class VideoLatentEncoder:
         out = []
         with torch.inference_mode():
             for i in range(0, len(frames), self.cfg.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(frames[i : i + self.cfg.batch_size])).permute(0, 3, 1, 2)
-                x = x.float()
-                if tuple(x.shape[-2:]) != (self.cfg.size, self.cfg.size):
-                    x = torch.nn.functional.interpolate(
-                        x, size=(self.cfg.size, self.cfg.size), mode="bilinear", antialias=True, align_corners=False
-                    )
-                x = (x / 127.5 - 1.0).clamp(-1, 1)[:, :, None]  # [B, 3, 1, H, W]
+                batch = frames[i : i + self.cfg.batch_size]
+                x = torch.stack([vae_pixels(f[None], self.cfg.size, self.cfg.size) for f in batch])  # [B, 3, 1, H, W]
                 z = self.vae.encode(x.to(self.device, self.dtype)).latent_dist.mean[:, :, 0]
                 out.append((z * self.scaling).float().cpu().numpy())
         return np.concatenate(out)
