@@ -189,6 +189,7 @@ STAGE = Stage(
     run,
     inputs={
         "probes": "{data}/probes",
+        "goal_videos": "{data}/goal_videos",
         "goal_latents": "{data}/goal_latents",
         "keyframes": "{data}/keyframes",
         "fb": "{data}/fb",

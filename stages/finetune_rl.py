@@ -121,6 +121,7 @@ STAGE = Stage(
     # everything a method may read (DVC tracks them all); a run reads only what its terms need
     inputs={
         "goal_latent": "{data}/goal_latents/{task}.zarr",
+        "goal_video": "{data}/goal_videos/{task}.zarr",
         "keyframe": "{data}/keyframes/{task}.zarr",
         "fb": "{data}/fb",
         "video_model": "{video_model}",

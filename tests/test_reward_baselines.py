@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from genreward.config import config_from_dict
+from genreward.rewards.base import RewardInputError
 from genreward.rewards.combine import RewardModel
 
 PROMPT = "a robot arm reaches the target"
@@ -124,3 +125,26 @@ def test_goal_distance_in_pixels_and_latents(tmp_path):
     assert latent.name == "goal_latent" and latent.identity()["encoder"]["vae"] == "random"
     z = latent.scores(frames, actions, np.arange(6), 8)
     assert z[2] == pytest.approx(0.0, abs=1e-5) and (np.delete(z, 2) < -1e-3).all()
+
+
+def test_video_term_with_the_reset_baseline_compares_what_moved():
+    from genreward.rewards.terms import VideoReward
+    from genreward.video.config import LatentConfig
+    from genreward.video.latents import VideoLatentEncoder
+
+    enc = VideoLatentEncoder.from_config(LatentConfig(vae="random", size=16, num_frames=8))
+    rng = np.random.default_rng(0)
+    goal = np.repeat(np.linspace(0, 255, 17).astype(np.uint8)[:, None, None, None], 16, 1).repeat(16, 2).repeat(3, 3)
+    goal = (goal + rng.integers(0, 20, goal.shape)).astype(np.uint8)  # [T, H, W, 3]: brightening
+    frames = goal.transpose(0, 3, 1, 2).copy()  # an episode that is the goal video, 16 transitions
+    actions = np.zeros((16, 4), np.float32)
+    term = VideoReward(enc, enc.encode(goal), goal_start=frames[0], baseline="reset")
+    assert term.identity()["baseline"] == "reset" and "goal_first_frame_sha256" in term.identity()
+    r = term.scores(frames, actions, np.array([0, 15]), window=17)
+    assert r[15] == pytest.approx(1.0, abs=1e-5)  # the whole goal motion, from the same start
+    still = np.repeat(frames[:1], 17, axis=0)  # an agent that never moves scores 0: nothing moved
+    assert term.scores(still, actions, np.array([15]), window=17)[15] == 0.0
+    plain = VideoReward(enc, enc.encode(goal))
+    assert plain.identity()["baseline"] == "none" and plain.scores(still, actions, np.array([15]), 17)[15] > 0.5
+    with pytest.raises(RewardInputError, match="needs the goal video's first frame"):
+        VideoReward(enc, enc.encode(goal), baseline="reset")

@@ -139,6 +139,7 @@ def test_dag_orders_producers_first_and_narrows_to_the_rl_sweep():
     assert after("select_keyframes[bin-picking-v3]") == {"generate_goal_videos[bin-picking-v3]"}
     assert after("encode_goal_latents[bin-picking-v3]") == {"generate_goal_videos[bin-picking-v3]", "adapt_video_model"}
     assert after("finetune_rl[pick-place-v3/genreward/seed1]") == {
+        "generate_goal_videos[pick-place-v3]",
         "encode_goal_latents[pick-place-v3]",
         "select_keyframes[pick-place-v3]",
         "pretrain_fb",
@@ -151,7 +152,14 @@ def test_dag_orders_producers_first_and_narrows_to_the_rl_sweep():
         n.label
         for n in nodes
         if n.stage.name
-        in ("collect_probes", "encode_goal_latents", "select_keyframes", "pretrain_fb", "adapt_video_model")
+        in (
+            "collect_probes",
+            "generate_goal_videos",
+            "encode_goal_latents",
+            "select_keyframes",
+            "pretrain_fb",
+            "adapt_video_model",
+        )
     }
     rl = [n.label for n in dag(cfg, start=("finetune_rl",))]
     assert len(rl) == n_runs + 1 and rl[-1] == "evaluate" and all(r.startswith("finetune_rl[") for r in rl[:-1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from genreward.rewards.base import TermSpec
@@ -110,6 +112,11 @@ class RewardConfig(BaseModel):
         128, ge=2, description="agent steps in the video-reward window (subsampled to latents.num_frames)"
     )
     frame_per_step: bool = Field(False, description="pay the frame-level reward every step instead of every Δt")
+    video_baseline: Literal["none", "reset"] = Field(
+        "reset",
+        description="video term: none = cosine of the latents (the paper); reset = cosine of what moved, the "
+        "window's latent minus a still clip of the reset frame against the goal's minus its first frame",
+    )
     normalize: bool = Field(True, description="running z-score of each generated term before weighting")
     goal_distance_weight: float = Field(1.0, ge=0.0, description="weight of the goal-frame distance baseline")
     tadpole_weight: float = Field(1.0, ge=0.0, description="weight of the tadpole baseline (Video-TADPoLe-style)")

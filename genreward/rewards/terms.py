@@ -87,27 +87,66 @@ class NextFrameScores:
 
 
 class VideoReward(WindowScores):
-    """Cosine similarity between the VAE latent of an agent window and the goal-video latent."""
+    """Cosine similarity between the VAE latent of an agent window and the goal-video latent.
+
+    ``baseline="reset"`` compares what moves instead (``rewards.video_baseline``): the window's
+    latent minus the latent of a still clip of the episode's reset frame s_0, against the goal
+    latent minus the latent of a still clip of the goal video's first frame. ``"none"`` is the
+    paper's formulation.
+    """
 
     name = "video"
 
-    def __init__(self, encoder, goal_latent: np.ndarray):
-        self.encoder = encoder
+    def __init__(self, encoder, goal_latent: np.ndarray, goal_start: np.ndarray | None = None, baseline: str = "none"):
+        self.encoder, self.baseline = encoder, baseline
         self.goal = np.asarray(goal_latent, np.float32).ravel()
+        if baseline == "reset":
+            if goal_start is None:
+                raise RewardInputError("video_baseline=reset needs the goal video's first frame")
+            self.goal_start = _frames(np.asarray(goal_start)[None], "goal first frame")[0]
+            self.goal = self.goal - self.still_latent(self.goal_start)
+        elif baseline != "none":
+            raise RewardInputError(f"video baseline {baseline!r}: choose none or reset")
         if not np.isfinite(self.goal).all() or not self.goal.any():
             raise RewardInputError("goal latent is empty, zero or not finite; re-run encode_goal_latents")
+        self._reset: tuple[bytes, np.ndarray] | None = None  # (s_0 bytes, its still latent) of the last episode
 
     @classmethod
     def build(cls, cfg, task: str, inputs: dict[str, Path], device: str) -> tuple["VideoReward", dict[str, str]]:
-        """The latent encoder (``latents:``) and the task's goal latent (stage encode_goal_latents)."""
+        """The latent encoder (``latents:``), the task's goal latent (stage encode_goal_latents)
+        and, for ``rewards.video_baseline=reset``, the goal video's first frame (generate_goal_videos)."""
         from genreward.store.artifacts import artifact_hash, open_artifact, read_array
         from genreward.video.latents import encoder_from_config
 
         latent = read_array(open_artifact(inputs["goal_latent"], "goal_latents"), "latent", dtype=np.float32)
-        return cls(encoder_from_config(cfg), latent), {"goal_latent": artifact_hash(inputs["goal_latent"])}
+        hashes = {"goal_latent": artifact_hash(inputs["goal_latent"])}
+        start, baseline = None, cfg.rewards.video_baseline
+        if baseline == "reset":
+            video = open_artifact(inputs["goal_video"], "goal_video")["video"]
+            start = np.asarray(video[0]).transpose(2, 0, 1).copy()
+            hashes["goal_video"] = artifact_hash(inputs["goal_video"])
+        return cls(encoder_from_config(cfg), latent, start, baseline), hashes
 
     def identity(self) -> dict:
-        return {"encoder": self.encoder.identity(), "goal_latent_sha256": hash_array(self.goal)}
+        out = {
+            "encoder": self.encoder.identity(),
+            "goal_latent_sha256": hash_array(self.goal),
+            "baseline": self.baseline,
+        }
+        if self.baseline == "reset":
+            out["goal_first_frame_sha256"] = hash_array(self.goal_start)
+        return out
+
+    def still_latent(self, frame: np.ndarray) -> np.ndarray:
+        """The flattened latent of a clip that shows ``frame`` uint8 [3, H, W] throughout."""
+        return self.encoder.encode(np.repeat(frame.transpose(1, 2, 0)[None], 2, axis=0)).ravel()
+
+    def scores(self, frames: np.ndarray, actions: np.ndarray, paid_steps: np.ndarray, window: int) -> np.ndarray:
+        if self.baseline == "reset" and len(paid_steps):
+            key = np.ascontiguousarray(frames[0]).tobytes()
+            if self._reset is None or self._reset[0] != key:
+                self._reset = (key, self.still_latent(_frames(frames[:1])[0]))
+        return super().scores(frames, actions, paid_steps, window)
 
     def windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Rewards [N] for N windows of frames uint8 [T, 3, H, W] (T >= 2)."""
@@ -122,7 +161,12 @@ class VideoReward(WindowScores):
                 f"agent-window latent has {latents[0].size} values, the goal latent {self.goal.size}: "
                 "encode both with the same latents config"
             )
-        return np.array([latent_cosine(z.ravel(), self.goal) for z in latents], np.float32)
+        base = 0.0
+        if self.baseline == "reset":
+            if self._reset is None:
+                raise RewardInputError("video_baseline=reset scores windows of an episode: call scores()")
+            base = self._reset[1]
+        return np.array([latent_cosine(z.ravel() - base, self.goal) for z in latents], np.float32)
 
 
 class FrameReward(TransitionScores):
