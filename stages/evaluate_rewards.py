@@ -13,7 +13,6 @@ What the metrics mean: ``genreward/rewards/benchmark.py`` and docs/rewards.md.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from genreward.config import Config
 from genreward.rewards.benchmark import REFERENCES, evaluate
-from genreward.rewards.config import term_spec
+from genreward.rewards.config import build_terms
 from genreward.rewards.metrics import to_json
 from genreward.store.atomic import atomic_dir, write_json_atomic, write_text_atomic
 from genreward.viz import pyplot, save_figure
@@ -40,20 +39,17 @@ def term_builder(cfg: Config):
 
     def build(task: str, names: list[str]) -> dict:
         ins = rl.paths(cfg, Item(task, "genreward", 0))[0]
-        terms = {}
-        for name in names:
-            try:
-                terms[name], _ = term_spec(name).builder()(cfg, task, ins, device)
-            except Exception as e:
-                missing = [p for p in ins.values() if not Path(p).exists()]
-                missing = [p for p in missing if str(p) in str(e)]  # the input the term failed on, if it says
-                if not missing:
-                    raise
-                raise MissingInputError(
-                    f"term {name} of {task}: {missing[0]} is missing; run `dvc repro "
-                    f"{producer_of(cfg, missing[0]) or 'the stage that writes it'}` first ({type(e).__name__})"
-                ) from None
-        return terms
+        try:
+            return build_terms(names, cfg, task, ins, device)[0]
+        except Exception as e:
+            missing = [p for p in ins.values() if not Path(p).exists()]
+            missing = [p for p in missing if str(p) in str(e)]  # the input a term failed on, if it says
+            if not missing:
+                raise
+            raise MissingInputError(
+                f"terms of {task}: {missing[0]} is missing; run `dvc repro "
+                f"{producer_of(cfg, missing[0]) or 'the stage that writes it'}` first ({type(e).__name__})"
+            ) from None
 
     return build
 
@@ -146,8 +142,9 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     bm = cfg.benchmark
     tasks = list(cfg.tasks)
     probes = {}
+    collect = get_stage("collect_probes")
     for task in tasks:
-        path = inputs["probes"] / f"{task}.zarr"
+        path = collect.paths(cfg, Item(task))[1]["probes"]  # inside inputs["probes"]
         if not path.exists():
             raise MissingInputError(f"{path} is missing; run `dvc repro {producer_of(cfg, path)}` first")
         probes[task] = read_probes(path, task)
@@ -168,8 +165,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         "probe_episodes": {t: len(p.kinds) for t, p in probes.items()},
         "methods": report["methods"],
     }
-    json.dumps(summary, allow_nan=False)  # a metric is a number or null with its reason, never NaN
-    write_json_atomic(outputs["metrics"], summary)
+    write_json_atomic(outputs["metrics"], summary, allow_nan=False)  # a number or null with its reason
     table = markdown(report, tasks)
     write_text_atomic(outputs["table"], table)
     with atomic_dir(outputs["plots"]) as tmp:
@@ -177,8 +173,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         (tmp / "plots").mkdir()
         for task in tasks:
             plot_curves(report, task, tmp / "plots" / f"expert_{task}.png")
-        if bm.confusion and len(tasks) > 1:
-            plot_confusion(report, tasks, tmp / "plots" / "confusion.png")
+        plot_confusion(report, tasks, tmp / "plots" / "confusion.png")  # none without a confusion matrix
     log.info("reward quality:\n%s", table.split("\n## ")[0])
     return {m: e["mean"] for m, e in report["methods"].items()}
 

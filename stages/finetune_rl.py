@@ -18,7 +18,7 @@ from pathlib import Path
 
 from genreward.config import Config
 from genreward.rewards.combine import RewardModel
-from genreward.rewards.config import method_terms, term_spec
+from genreward.rewards.config import build_terms, method_terms
 from genreward.store.atomic import replace_dir
 from genreward.store.hashing import hash_tree
 from genreward.store.provenance import code_version, runtime_info, utc_now
@@ -30,10 +30,7 @@ log = logging.getLogger(__name__)
 def reward_model(cfg: Config, task: str, method: str, ins: dict[str, Path]) -> tuple[RewardModel, dict[str, str]]:
     """The method's reward model, its terms built through the registry (each reads only its own
     inputs); plus the hashes of the inputs they read."""
-    terms, hashes, device = {}, {}, cfg.resolve_device()
-    for name in method_terms(method):
-        terms[name], term_hashes = term_spec(name).builder()(cfg, task, ins, device)
-        hashes.update(term_hashes)
+    terms, hashes = build_terms(method_terms(method), cfg, task, ins, cfg.resolve_device())
     return RewardModel(method, cfg.rewards, terms), hashes
 
 

@@ -142,11 +142,12 @@ def evaluate(
             raw[name] = term_scores(term, p, range(len(p.kinds)), steps, cfg.window)
             log(f"{task}: {name} scored {len(p.kinds)} probe episodes in {time.perf_counter() - t0:.1f} s")
         per_task[task] = TaskTerms(raw, {n: term_stats(r) for n, r in raw.items()})
+        timed = p.expert_successes()[:2] if len(p.expert_successes()) else [0]  # the episodes the cost is timed on
         for method in methods:
             if method in REFERENCES:
                 continue
             rm = RewardModel(method, cfg, {n: terms[n] for n in method_terms(method)})
-            costs[method, task] = schedule_cost(rm, p, p.expert_successes()[:2] if len(p.expert_successes()) else [0])
+            costs[method, task] = schedule_cost(rm, p, timed)
         if confusion:
             for other in tasks:
                 if other != task:

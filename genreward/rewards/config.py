@@ -54,6 +54,16 @@ def term_spec(name: str) -> TermSpec:
     return TERMS[name]
 
 
+def build_terms(names, cfg, task: str, inputs, device: str) -> tuple[dict, dict[str, str]]:
+    """The named terms of ``task``, each built through its registry entry from the run's config
+    and the stage's input paths (each reads only what it needs); plus the hashes of what they read."""
+    terms, hashes = {}, {}
+    for name in names:
+        terms[name], term_hashes = term_spec(name).builder()(cfg, task, inputs, device)
+        hashes.update(term_hashes)
+    return terms, hashes
+
+
 class DiffusionTermConfig(BaseModel):
     """The video model as a scorer (``rewards.diffusion``): the tadpole and viper baselines.
 

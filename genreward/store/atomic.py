@@ -93,11 +93,12 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def write_json_atomic(path: str | Path, obj):
-    """``obj`` as indented, key-sorted JSON, written atomically; returns ``obj`` (a stage's summary)."""
+def write_json_atomic(path: str | Path, obj, allow_nan: bool = True):
+    """``obj`` as indented, key-sorted JSON, written atomically; returns ``obj`` (a stage's summary).
+    ``allow_nan=False``: a NaN or infinity raises ``ValueError`` and nothing is written."""
     import json
 
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=allow_nan))
     return obj
 
 
