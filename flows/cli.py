@@ -54,7 +54,6 @@ def stage(
             cfg.for_task(task)
         except ConfigError as e:
             _fail(str(e))
-    _prefect_storage(cfg)  # before Prefect reads its settings
     import flows  # noqa: F401  (Prefect env defaults)
     from flows.stage_flows import get_flow
     from stages.table import get_stage
@@ -131,13 +130,6 @@ def deployments(
         typer.echo(f"wrote {path}")
     else:
         typer.echo(text, nl=False)
-
-
-def _prefect_storage(cfg) -> None:
-    """Persist Prefect task results (cache records) beside our caches unless the user chose a place."""
-    import os
-
-    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str((cfg.store.cache_dir / "prefect-results").resolve()))
 
 
 @app.command("env-check")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from genreward.config import Config, load_config
 from stages.table import Item, get_stage
@@ -18,7 +19,7 @@ def load_run_config(
     return cfg if task is None else cfg.for_task(task)
 
 
-@task(name="stage")
+@task(name="stage", persist_result=False, cache_policy=NO_CACHE)
 def stage_task(stage: str, cfg: Config, item: Item, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """One item of a stage: paths from its declaration, ``run`` on the config narrowed to it."""
     s = get_stage(stage)

@@ -4,7 +4,8 @@ The DAG comes from the stage declarations (:func:`stages.table.dag`): every stag
 a task of a per-task stage, an RL run) is a Prefect task submitted to a ``DaskTaskRunner``
 (prefect-dask), waiting for the items whose outputs it reads. ``dvc.yaml`` is checked against
 the same declarations, so this flow and ``dvc repro`` run the same graph. By default the runner
-starts a local Dask cluster with ``runtime.num_workers`` single-threaded worker processes;
+starts a local Dask cluster with ``runtime.num_workers`` single-threaded worker processes, listening
+on 127.0.0.1 only (its dashboard at ``runtime.dask_dashboard_address``, by default 127.0.0.1 too);
 ``runtime.dask_address`` (or the ``dask_address`` parameter) points it at an existing scheduler
 instead, e.g. a Dask cluster on Kubernetes/SLURM (dask-kubernetes, dask-jobqueue) or a Ray
 cluster through dask-on-ray. There is no scheduler of our own. ``dvc repro`` stays the cached,
@@ -15,6 +16,7 @@ versioned artifacts.
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.cache_policies import NO_CACHE
 
 from flows.common import load_run_config, stage_task
 from stages.table import dag
@@ -22,7 +24,26 @@ from stages.table import dag
 RL_STAGES = ("finetune_rl",)  # where `rl_only` starts: the runs and what reads them
 
 
-def dask_runner(address: str | None, n_workers: int):
+LOOPBACK = "127.0.0.1"
+
+
+def local_cluster_kwargs(n_workers: int, dashboard_address: str = f"{LOOPBACK}:0") -> dict:
+    """Keyword arguments of the local Dask cluster (``distributed.LocalCluster``).
+
+    The scheduler and the workers listen on the loopback interface only, and so does the dashboard
+    unless ``dashboard_address`` (``runtime.dask_dashboard_address``, HOST:PORT) names another host.
+    Dask's own default (``:8787``) would listen on every interface.
+    """
+    return {
+        "n_workers": n_workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": LOOPBACK,
+        "dashboard_address": dashboard_address,
+    }
+
+
+def dask_runner(address: str | None, n_workers: int, dashboard_address: str = f"{LOOPBACK}:0"):
     import dask
     from prefect_dask import DaskTaskRunner
 
@@ -30,12 +51,10 @@ def dask_runner(address: str | None, n_workers: int):
         return DaskTaskRunner(address=address)
     # Stages start env worker processes of their own, which daemonic Dask workers may not do.
     dask.config.set({"distributed.worker.daemon": False})
-    return DaskTaskRunner(
-        cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
-    )
+    return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(n_workers, dashboard_address))
 
 
-@flow(name="genreward-dag")
+@flow(name="genreward-dag", persist_result=False, result_serializer="json")
 def dag_flow(
     params: str = "params.yaml", profile: str | None = None, overrides: list[str] | None = None, rl_only: bool = False
 ) -> dict:
@@ -43,13 +62,14 @@ def dag_flow(
     nodes = dag(cfg, start=RL_STAGES if rl_only else ())
     futures = []
     for node in nodes:
-        submit = stage_task.with_options(task_run_name=node.label).submit
+        # No Prefect result records and no Prefect cache: the stages' artifacts are the results.
+        submit = stage_task.with_options(task_run_name=node.label, persist_result=False, cache_policy=NO_CACHE).submit
         futures.append(submit(node.stage.name, cfg, node.item, wait_for=[futures[i] for i in node.after]))
     results = [f.result() for f in futures]  # raises if any item failed
     return results[-1]  # the last item in DAG order: the report
 
 
-@flow(name="genreward-pipeline", log_prints=True)
+@flow(name="genreward-pipeline", log_prints=True, persist_result=False, result_serializer="json")
 def pipeline_flow(
     params: str = "params.yaml",
     profile: str | None = None,
@@ -74,5 +94,5 @@ def pipeline_flow(
         "RL sweep only" if rl_only else "all stages",
         address or f"local ({cfg.runtime.num_workers} workers)",
     )
-    runner = dask_runner(address, cfg.runtime.num_workers)
+    runner = dask_runner(address, cfg.runtime.num_workers, cfg.runtime.dask_dashboard_address)
     return dag_flow.with_options(task_runner=runner)(params, profile, overrides, rl_only)

@@ -47,7 +47,15 @@ def make_flow(stage: Stage) -> Flow:
 
     run.__doc__ = stage.summary + "\n" + _PARAM_DOCS + ("" if stage.over == "once" else _TASK_DOC)
     run.__name__ = run.__qualname__ = f"{stage.name}_flow"
-    return flow(name=stage.flow_name, description=stage.summary, log_prints=True)(run)
+    # No Prefect result records; a failed run's exception is recorded as JSON, never pickled
+    # (see flows/generate_goal_videos.py).
+    return flow(
+        name=stage.flow_name,
+        description=stage.summary,
+        log_prints=True,
+        persist_result=False,
+        result_serializer="json",
+    )(run)
 
 
 def entrypoint(stage: Stage) -> str:

@@ -77,12 +77,30 @@ class RuntimeConfig(_Section):
     dask_address: Optional[str] = Field(
         None, description="pipeline flow: an existing Dask scheduler (tcp://host:8786); null: a local cluster"
     )
+    dask_dashboard_address: str = Field(
+        "127.0.0.1:0",
+        description="pipeline flow's local Dask cluster: HOST:PORT its dashboard listens on (port 0: a free port; "
+        "127.0.0.1: this machine only, 0.0.0.0: every network interface). Its scheduler and workers listen "
+        "on 127.0.0.1",
+    )
 
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
             raise ValueError(f"device {v!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        return v
+
+    @field_validator("dask_dashboard_address")
+    @classmethod
+    def _dashboard(cls, v: str) -> str:
+        """HOST:PORT with the host spelled out: Dask would listen on every interface for ``:8787``."""
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})", v)
+        if m is None or int(m.group(2)) > 65535:
+            raise ValueError(
+                f"{v!r} is not HOST:PORT with a host and a port in 0-65535 "
+                "(e.g. 127.0.0.1:8787; 0.0.0.0:8787 to listen on every interface)"
+            )
         return v
 
 
@@ -139,6 +157,21 @@ class Config(_Section):
         if missing:
             dv = self.domain_videos.model_copy(update={"captions": {**self.domain_videos.captions, **missing}})
             object.__setattr__(self, "domain_videos", dv)
+        return self
+
+    @model_validator(mode="after")
+    def _rl_runs_whole_episodes(self) -> "Config":
+        """A run steps whole episodes (genreward/agents/online.py), so a budget that is not a whole
+        number of episodes would silently run up to the next episode boundary."""
+        steps, length = self.rl.steps, self.env.agent_steps
+        if steps % length:
+            lower, upper = steps // length * length, (steps // length + 1) * length
+            fix = f"rl.steps={lower} or {upper}" if lower >= max(self.rl.seed_steps, 1) else f"rl.steps={upper}"
+            raise ValueError(
+                f"rl.steps: {steps} agent steps is not a whole number of episodes of {length} agent steps "
+                f"(env.episode_length {self.env.episode_length} / env.action_repeat {self.env.action_repeat}); "
+                f"set {fix}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -245,6 +278,8 @@ class Config(_Section):
 
 _TOP_KEYS = set(Config.model_fields) | {"profiles"}
 MATRIX_KEYS = ("tasks", "seeds", "methods")  # rl.* axes of the finetune_rl DVC matrix
+# runtime.* knobs that change no result: left out of the runtime.json view (no stage re-runs for them)
+RUNTIME_NOT_VIEWED = ("progress", "dask_address", "dask_dashboard_address")
 
 
 # -- resolved views (exact DVC deps) ----------------------------------------------------------
@@ -252,9 +287,10 @@ def resolved_views(cfg: Config) -> dict[str, Any]:
     """The selected profile's resolved values, split into the files DVC stages depend on.
 
     ``<section>.json`` per config section, ``prompts/<task>.json`` per task, ``rl.json`` without
-    the matrix axes (those are in ``rl_runs.json``) and ``runtime.json`` without the progress bar
-    setting. A stage that depends on a view re-runs only when those values change — not when
-    another profile's overlay or an unrelated section is edited. ``store`` paths are not views.
+    the matrix axes (those are in ``rl_runs.json``) and ``runtime.json`` without the knobs that
+    change no result (:data:`RUNTIME_NOT_VIEWED`). A stage that depends on a view re-runs only
+    when those values change — not when another profile's overlay or an unrelated section is
+    edited. ``store`` paths are not views.
     """
     data = cfg.model_dump(mode="json")
     views: dict[str, Any] = {}
@@ -267,7 +303,7 @@ def resolved_views(cfg: Config) -> dict[str, Any]:
     views["prompts.json"] = {task: cfg.prompt(task) for task in cfg.tasks}  # stages over all tasks
     views["rl.json"] = {k: v for k, v in data["rl"].items() if k not in MATRIX_KEYS}
     views["rl_runs.json"] = {k: data["rl"][k] for k in MATRIX_KEYS}
-    views["runtime.json"] = {k: v for k, v in data["runtime"].items() if k not in ("progress", "dask_address")}
+    views["runtime.json"] = {k: v for k, v in data["runtime"].items() if k not in RUNTIME_NOT_VIEWED}
     return views
 
 

@@ -22,7 +22,7 @@ from genreward.agents.explore import RandomExplorer, RNDExplorer
 from genreward.agents.replay import TransitionBuffer
 from genreward.config import Config
 from genreward.envs.config import ACTION_DIM, STATE_DIM
-from genreward.store.artifacts import open_artifact
+from genreward.store.artifacts import check_finite, open_artifact
 from genreward.store.atomic import atomic_dir, write_json_atomic
 from genreward.store.episodes import EpisodeWriter
 from stages.table import Stage
@@ -65,7 +65,7 @@ def _explorers(cfg: Config, algorithm: str, plan: Plan, writer: EpisodeWriter, s
         if hi > lo:  # resuming: refill the agent's replay with what it had already collected
             g = writer.group
             for name in ("obs", "state", "action", "valid", "episode_start"):
-                getattr(buffer, name)[: hi - lo] = g[name][lo:hi]
+                getattr(buffer, name)[: hi - lo] = check_finite(g[name][lo:hi], writer.partial, name)
             buffer.n = hi - lo
             explorer.t = buffer.n // rows_per_ep * env.agent_steps  # the clock it had reached
         current[key] = (explorer, buffer)
@@ -149,7 +149,7 @@ def _collect_one(
 def _arrays(path: Path) -> dict[str, np.ndarray]:
     g = open_artifact(path, "exploration")
     n = int(g.attrs["committed_rows"])
-    return {k: g[k][:n] for k in ("state", "episode_start", "success", "task_id")}
+    return {k: check_finite(g[k][:n], path, k) for k in ("state", "episode_start", "success", "task_id")}
 
 
 def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:

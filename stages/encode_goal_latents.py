@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from genreward.config import Config
-from genreward.store.artifacts import add_array, artifact_hash, open_artifact, read_array, write_artifact
+from genreward.store.artifacts import add_array, artifact_hash, check_finite, open_artifact, read_array, write_artifact
 from genreward.video.latents import encoder_from_config
 from stages.table import Stage
 
@@ -23,7 +23,8 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     (task,) = cfg.tasks
     encoder = encoder_from_config(cfg)
     video = read_array(open_artifact(inputs["goal_video"], "goal_video"), "video", ndim=4, dtype=np.uint8)
-    latent = encoder.encode(video)
+    # a NaN latent would make every video reward NaN: refuse to write it
+    latent = check_finite(np.asarray(encoder.encode(video), np.float32), outputs["latent"], "latent")
     with write_artifact(
         outputs["latent"],
         "goal_latents",
@@ -31,7 +32,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         inputs={"goal_video": artifact_hash(inputs["goal_video"])},
         attrs={"task": task, "encoder": encoder.identity()},
     ) as g:
-        add_array(g, "latent", latent.astype(np.float32), chunks=latent.shape)
+        add_array(g, "latent", latent, chunks=latent.shape)
     log.info("%s: goal latent %s", task, tuple(latent.shape))
     return {"shape": list(latent.shape)}
 

@@ -28,7 +28,16 @@ from stages.table import Item, MissingInputError, Stage, get_stage, producer_of
 
 log = logging.getLogger(__name__)
 
-TABLE_METRICS = ("voc", "auroc", "ranking", "spearman_dense", "epic_dense", "specificity_z", "ms_per_step")
+TABLE_METRICS = (
+    "voc",
+    "voc_progress",
+    "auroc",
+    "ranking",
+    "spearman_dense",
+    "epic_dense",
+    "specificity_z",
+    "ms_per_step",
+)
 
 
 def term_builder(cfg: Config):
@@ -120,7 +129,8 @@ def markdown(report: dict, tasks: list[str]) -> str:
     out = [
         "# Reward quality on the probe episodes\n\n",
         "Mean over tasks (— : not computable; reasons in reward_quality.json). voc: Spearman with time on "
-        "successful expert episodes; auroc: success vs failure from the episode reward; ranking: pairwise "
+        "successful expert episodes; voc_progress: the same up to each one's first success; auroc: success "
+        "vs failure from the episode reward; ranking: pairwise "
         "accuracy against the dense return; spearman_dense / epic_dense: per step against the dense reward; "
         "specificity_z: own task vs other tasks' experts, in row std units; ms_per_step: scoring cost under "
         f"the RL schedule. References: {', '.join(f'{k} = {v}' for k, v in REFERENCES.items())}.\n\n",

@@ -4,7 +4,9 @@ inputs:  ``<data>/exploration.zarr``
 outputs: ``<data>/fb/`` (``weights.safetensors`` + ``meta.json``: the inference model),
          ``<data>/fb_curves.csv`` (DVC plots), ``<data>/fb_plots/curves.png``, ``<data>/fb_metrics.json``
 Training resumes from ``<data>/.fb.partial/`` (checkpoints every ``fb.checkpoint_every``); a
-non-finite loss stops it with a message and keeps the last good checkpoint there.
+non-finite loss stops it with a message (the update, and fb.lr to lower) and keeps the last good
+checkpoint there. A degenerate result (a NaN or infinite final metric, e.g. ``q_z_corr`` when F
+collapsed to a constant) fails the stage too: no output is written, an earlier one stays.
 
 Goal-reaching check (held-out episodes, :func:`genreward.agents.fb.goal_reaching`): for each, the
 goal is its last frame; Spearman's ρ between r_FB(s_t, a_t) and the steps left to the goal,
@@ -23,7 +25,7 @@ from genreward.agents.fb import TRAIN_CHECKPOINT_FORMAT, FBAgent, goal_reaching,
 from genreward.config import Config
 from genreward.envs.config import ACTION_DIM
 from genreward.store.artifacts import artifact_hash
-from genreward.store.atomic import write_csv_atomic, write_json_atomic
+from genreward.store.atomic import non_finite, write_csv_atomic, write_json_atomic
 from genreward.store.episodes import ExplorationDataset
 from genreward.store.hashing import stable_hash
 from genreward.training import TrainingDiverged, resume_dir
@@ -44,6 +46,29 @@ def plot_curves(history: list[dict], path: Path) -> None:
         ax.set_title(k, fontsize=9), ax.set_xlabel("update")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+# What a non-finite final metric means: the representation is degenerate (collapsed) or diverged.
+_DEGENERATE = {
+    "q_z_corr": "Q_z(s, a) is constant over the batch: F ignores the state and action",
+    "goal_reaching_spearman_mean": "r_FB is constant on every held-out episode",
+    "goal_reaching_spearman_median": "r_FB is constant on every held-out episode",
+}
+
+
+def check_result(metrics: dict, updates: int, lr: float) -> None:
+    """Raise :class:`TrainingDiverged` when a final metric is NaN or infinite: the trained model is
+    degenerate or diverged, and the stage writes nothing (no model, curves or metrics)."""
+    bad = non_finite(metrics)
+    if not bad:
+        return
+    why = sorted({_DEGENERATE[k] for k in bad if k in _DEGENERATE})
+    raise TrainingDiverged(
+        f"stage pretrain_fb: the FB representation is degenerate after update {updates}: "
+        + ", ".join(f"{k} = {metrics.get(k, 'nan')}" for k in bad)
+        + (f" ({'; '.join(why)})" if why else "")
+        + f"; no output was written; lower fb.lr (now {lr}) or check the exploration data"
+    )
 
 
 def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
@@ -92,9 +117,9 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
             log_every=fb.log_every,
             progress=cfg.runtime.progress,
         )
-    except TrainingDiverged:
+    except TrainingDiverged as e:
         log.error("FB training diverged; last good checkpoint kept in %s", partial / "ckpt")
-        raise
+        raise TrainingDiverged(f"stage pretrain_fb: {e} (fb.lr is {fb.lr}); no output was written") from None
     model = agent.model.eval()
     metrics = {
         "updates": fb.updates,
@@ -104,6 +129,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     }
     if len(held):
         metrics.update(goal_reaching(model, ds, held, fb.eval_stride))
+    check_result(metrics, fb.updates, fb.lr)
     save_fb(outputs["model"], model, {"dataset": dataset_hash, "params": cfg.section("fb"), "metrics": metrics})
     write_csv_atomic(outputs["curves"], history)
     outputs["plots"].mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Literal, Mapping
 
 from genreward.config import Config
+from genreward.store.artifacts import ArtifactError
+from genreward.store.provenance import producer
 
 Paths = dict[str, Path]
 Over = Literal["once", "task", "run"]
@@ -118,9 +120,27 @@ class Stage:
         return [p.format(task=item.task) for p in self.params]
 
     def run_item(self, cfg: Config, item: Item, **extra: Any) -> dict:
-        """Resolve ``item``'s paths and run it with the config narrowed to it."""
+        """Resolve ``item``'s paths and run it with the config narrowed to it.
+
+        The artifacts it writes record this stage as their producer. An :class:`ArtifactError`
+        about an input that does not record its producer (written by an older version, or
+        outside a stage) gets the command that rebuilds it, from the stage table."""
         inputs, outputs = self.paths(cfg, item)
-        return self.run(item.narrow(cfg), inputs, outputs, **extra)
+        try:
+            with producer(stage=self.name):
+                return self.run(item.narrow(cfg), inputs, outputs, **extra)
+        except ArtifactError as e:
+            writer = None
+            if e.rerun and e.path is not None:
+                try:
+                    writer = producer_of(cfg, e.path)
+                except Exception:  # a config the table cannot expand: keep the original message
+                    writer = None
+            if writer is None:
+                raise
+            # -f: DVC may consider the damaged or old output up to date; -s: only that stage
+            fixed = ArtifactError(f"{e} (`dvc repro -f -s {writer}`)", path=e.path)
+            raise fixed.with_traceback(e.__traceback__) from None
 
     def execute(self, cfg: Config, task: str | None = None, **extra: Any) -> dict:
         """Run every item in order (only ``task``'s when given). A ``once`` stage returns its

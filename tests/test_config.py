@@ -53,6 +53,8 @@ def test_overrides_are_typed_and_applied_after_profile(repo_root):
         ("tasks=[]", "tasks", ["at least 1"]),
         ("runtime.device=gpu", "runtime.device", ["auto, cpu, cuda"]),
         ("runtime.num_workers=0", "runtime.num_workers", ["greater than or equal to 1"]),
+        ("runtime.dask_dashboard_address=:8787", "runtime.dask_dashboard_address", ["not HOST:PORT", "0.0.0.0:8787"]),
+        ("runtime.dask_dashboard_address=127.0.0.1:70000", "runtime.dask_dashboard_address", ["port in 0-65535"]),
         ("sead=1", "sead", ["unknown key", "did you mean 'seed'"]),
     ],
 )
@@ -172,7 +174,7 @@ def test_explain_a_knob_with_profile_and_override(repo_root):
     cam = explain(_base(repo_root), "env.camera")  # a parsed mapping works too; choices from the field
     assert "one of corner | corner2" in cam and "profiles:  none override it" in cam
     steps = explain(repo_root / "params.yaml", "rl.steps")
-    assert "int, >= 1" in steps and "profiles:  paper: 1000000; rl_experiment: 10240" in steps
+    assert "int, >= 1" in steps and "profiles:  paper: 1000192; rl_experiment: 10240" in steps
     backend = explain(repo_root / "params.yaml", "goal_video.backend")
     assert 'paper: "diffusers" (= base)' in backend
     prompts = explain(repo_root / "params.yaml", "prompts", overrides=["prompts.pick-place-v3=reach it"])
@@ -218,3 +220,75 @@ def test_cli_config_explain(repo_root):
     assert bad.returncode == 2 and not bad.stdout
     lines = [ln for ln in bad.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "rewards.alpah: unknown key (did you mean 'alpha'?" in lines[0], bad.stderr
+
+
+# -- rules that span knobs: one line each, naming the keys and the fix ---------------------------
+def _one_line_error(repo_root, overrides, profile=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(repo_root / "params.yaml", overrides=overrides, profile=profile)
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    return msg.removeprefix(f"{repo_root / 'params.yaml'}: ")
+
+
+def test_rl_steps_must_cover_the_seed_steps(repo_root):
+    msg = _one_line_error(repo_root, ["rl.steps=256", "rl.seed_steps=512"])
+    assert msg == (
+        "rl: steps (256) is less than seed_steps (512): the agent would only ever act at random and never "
+        "learn; set rl.steps >= 512 or lower rl.seed_steps"
+    )
+    cfg = load_config(repo_root / "params.yaml", overrides=["rl.steps=512", "rl.seed_steps=512"])  # equal: allowed
+    assert cfg.rl.steps == cfg.rl.seed_steps == 512
+
+
+@pytest.mark.parametrize(
+    "overrides, fix",
+    [
+        (["rl.steps=1000"], "set rl.steps=768 or 1024"),
+        (["rl.steps=600", "rl.seed_steps=600"], "set rl.steps=768"),  # 512 would be below the seed steps
+        (["env.episode_length=100"], "set rl.steps=2000 or 2100"),  # the default 2048 no longer fits
+    ],
+)
+def test_rl_steps_must_be_whole_episodes(repo_root, overrides, fix):
+    msg = _one_line_error(repo_root, overrides)
+    cfg = load_config(repo_root / "params.yaml")
+    steps = dict(o.split("=") for o in overrides).get("rl.steps", str(cfg.rl.steps))
+    length = dict(o.split("=") for o in overrides).get("env.episode_length", "256")
+    assert msg == (
+        f"rl.steps: {steps} agent steps is not a whole number of episodes of {length} agent steps "
+        f"(env.episode_length {length} / env.action_repeat 1); {fix}"
+    )
+
+
+def test_rl_steps_count_agent_steps_under_action_repeat(repo_root):
+    # 256 env steps at action_repeat 2: episodes of 128 agent steps
+    ok = load_config(repo_root / "params.yaml", overrides=["env.action_repeat=2", "rl.steps=1152"])
+    assert ok.env.agent_steps == 128 and ok.rl.steps == 9 * 128
+    msg = _one_line_error(repo_root, ["env.action_repeat=2", "rl.steps=1000"])
+    assert msg.endswith(
+        "episodes of 128 agent steps (env.episode_length 256 / env.action_repeat 2); set rl.steps=896 or 1024"
+    )
+
+
+def test_cross_field_rules_check_every_profile(repo_root):
+    raw = _base(repo_root)
+    assert load_config(repo_root / "params.yaml", profile="paper").rl.steps == 3907 * 256
+    raw["profiles"]["paper"]["rl"]["steps"] = 1_000_000
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)  # the laptop profile is selected: paper is checked all the same
+    assert str(info.value) == (
+        "params.yaml: profiles.paper: rl.steps: 1000000 agent steps is not a whole number of episodes of 256 "
+        "agent steps (env.episode_length 256 / env.action_repeat 1); set rl.steps=999936 or 1000192"
+    )
+
+
+def test_dashboard_address_is_loopback_by_default_and_no_dvc_dependency(repo_root):
+    from genreward.config import resolved_views
+
+    cfg = load_config(repo_root / "params.yaml")
+    assert cfg.runtime.dask_dashboard_address == "127.0.0.1:0"
+    assert load_config(repo_root / "params.yaml", profile="paper").runtime.dask_dashboard_address == "127.0.0.1:0"
+    opened = load_config(repo_root / "params.yaml", overrides=["runtime.dask_dashboard_address=0.0.0.0:8787"])
+    assert opened.runtime.dask_dashboard_address == "0.0.0.0:8787"
+    runtime_view = {"device": "auto", "num_workers": 2}  # a DVC dep: the address changes no result
+    assert resolved_views(opened)["runtime.json"] == resolved_views(cfg)["runtime.json"] == runtime_view

@@ -141,6 +141,52 @@ def test_drqv2_critic_learns_a_constant_reward():
     assert acts.shape == (5, 4) and np.all(np.abs(acts) <= 1)
 
 
+def test_noisy_action_is_clamped_with_a_straight_through_gradient():
+    import torch
+
+    from genreward.agents.nets import noisy_action
+
+    torch.manual_seed(0)
+    mu = torch.full((4096, 4), 0.95, requires_grad=True)
+    a = noisy_action(mu, 10.0, 0.3)
+    values = a.detach()
+    assert float(values.max()) == 1.0 and float(values.min()) > 0.6499
+    assert 0.45 < float((values == 1.0).float().mean()) < 0.55  # about half the samples are clipped
+    a.sum().backward()
+    assert torch.equal(mu.grad, torch.ones_like(mu))  # a plain clamp gives 0 on the clipped half
+
+
+def test_drqv2_actor_gets_the_full_gradient_when_its_noisy_action_is_clipped():
+    import math
+
+    import torch
+
+    from genreward.agents.drqv2 import DrQV2Agent, DrQV2Config
+
+    class PreferLowActions(torch.nn.Module):  # Q(h, a) = -sum(a): the actor should lower every action
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, h, a):
+            q = -a.sum(-1, keepdim=True) + self.w + 0.0 * h.sum(-1, keepdim=True)
+            return q, q
+
+    torch.manual_seed(0)
+    cfg = DrQV2Config(std_start=10.0, std_end=10.0, std_clip=0.3)
+    agent = DrQV2Agent((9, 32, 32), 4, cfg)
+    agent.critic = agent.critic_target = PreferLowActions()
+    out = agent.actor.policy[-2]  # the last Linear, before the Tanh
+    with torch.no_grad():  # mu = 0.95 for every observation
+        out.weight.zero_()
+        out.bias.fill_(math.atanh(0.95))
+    obs = torch.randint(0, 255, (256, 9, 32, 32), dtype=torch.uint8)
+    agent.update(obs, torch.zeros(256, 4), torch.zeros(256), obs, step=0)
+    # actor loss = mean over the batch of sum(a); d/d bias = (1 - mu^2) whatever the clip did (about half
+    # the noisy actions exceed 1 here, and a plain clamp would halve this gradient)
+    assert np.allclose(out.bias.grad.numpy(), 1 - 0.95**2, rtol=1e-4)
+
+
 def test_random_shift_moves_content_by_integer_pixels():
     import torch
 
@@ -241,6 +287,7 @@ def test_stage_writes_datasets_plots_and_metrics_without_task_reward(tmp_path):
             "prompts.reach-v3=reach",
             "env.image_size=32",
             "env.episode_length=48",
+            "rl.steps=2016",  # whole 48-step episodes (a config-wide rule; no RL runs here)
             "runtime.num_workers=2",
             "runtime.progress=false",
             "exploration.episodes_per_task=4",
@@ -298,6 +345,7 @@ def _tiny_cfg(tmp_path, *extra):
             "prompts.push-v3=push",
             "env.image_size=32",
             "env.episode_length=6",
+            "rl.steps=2046",  # whole 6-step episodes (a config-wide rule; no RL runs here)
             "runtime.progress=false",
             "exploration.episodes_per_task=3",
             "exploration.hidden_dim=16",

@@ -311,3 +311,116 @@ def test_pretrain_fb_stage_outputs_metrics_and_resumes_after_a_crash(small_explo
     assert sorted(p.name for p in (tmp_path / "fb").iterdir()) == ["meta.json", "weights.safetensors"]
     meta = json.loads((tmp_path / "fb" / "meta.json").read_text())["meta"]
     assert meta["code"]["package"] and meta["dataset"] and meta["params"]["fb"]["updates"] == 20 and meta["created"]
+
+
+def _fb_stage_cfg(data, *extra):
+    from genreward.config import load_config
+
+    from .conftest import REPO
+
+    return load_config(
+        REPO / "params.yaml",
+        overrides=[
+            f"store.data_dir={data}",
+            "fb.z_dim=8",
+            "fb.hidden_dim=32",
+            "fb.batch_size=16",
+            "fb.updates=10",
+            "fb.checkpoint_every=5",
+            "fb.log_every=5",
+            "fb.holdout_fraction=0.25",
+            "runtime.progress=false",
+            *extra,
+        ],
+    )
+
+
+def _assert_nothing_written(data, old_metrics: str):
+    assert (data / "fb_metrics.json").read_text() == old_metrics  # an earlier file stays as it was
+    assert not (data / "fb").exists() and not (data / "fb_curves.csv").exists() and not (data / "fb_plots").exists()
+
+
+def test_pretrain_fb_stage_fails_on_a_non_finite_loss_and_writes_nothing(small_exploration, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from genreward.agents import fb as fbmod
+    from genreward.training import TrainingDiverged
+    from stages import pretrain_fb
+
+    shutil.copytree(small_exploration / "exploration.zarr", tmp_path / "exploration.zarr")
+    old = json.dumps({"updates": 3})
+    (tmp_path / "fb_metrics.json").write_text(old)
+    real_update, calls = fbmod.FBAgent.update, {"n": 0}
+
+    def poisoned_update(self, *a):
+        calls["n"] += 1
+        if calls["n"] == 8:  # update 7 (0-based): B's weights blow up
+            with torch.no_grad():
+                next(self.model.backward_net.parameters()).fill_(float("nan"))
+        return real_update(self, *a)
+
+    monkeypatch.setattr(fbmod.FBAgent, "update", poisoned_update)
+    with pytest.raises(TrainingDiverged) as info:
+        pretrain_fb.STAGE.execute(_fb_stage_cfg(tmp_path, "fb.lr=0.5"))
+    msg = str(info.value)
+    assert msg.startswith("stage pretrain_fb: FB training diverged at update 7: FB loss is not finite (nan)"), msg
+    assert "last good checkpoint (update 5)" in msg and "lower fb.lr" in msg and "(fb.lr is 0.5)" in msg, msg
+    assert calls["n"] == 8
+    _assert_nothing_written(tmp_path, old)
+    assert json.loads((tmp_path / ".fb.partial" / "ckpt" / "meta.json").read_text())["meta"]["step"] == 5
+
+
+def test_pretrain_fb_stage_fails_on_a_degenerate_result_and_writes_nothing(small_exploration, tmp_path, monkeypatch):
+    """A collapsed F (Q_z constant over the batch: its correlation is NaN) ends the stage with an
+    error, not with NaN in fb_metrics.json."""
+    import json
+    import shutil
+
+    from genreward.agents import fb as fbmod
+    from genreward.training import TrainingDiverged
+    from stages import pretrain_fb
+
+    shutil.copytree(small_exploration / "exploration.zarr", tmp_path / "exploration.zarr")
+    old = json.dumps({"updates": 3})
+    (tmp_path / "fb_metrics.json").write_text(old)
+    real = fbmod.z_correlations
+
+    def collapsed(*a):
+        return {**real(*a), "q_z_corr": float("nan")}
+
+    monkeypatch.setattr(fbmod, "z_correlations", collapsed)
+    with pytest.raises(TrainingDiverged) as info:
+        pretrain_fb.STAGE.execute(_fb_stage_cfg(tmp_path, "fb.updates=5"))
+    assert str(info.value) == (
+        "stage pretrain_fb: the FB representation is degenerate after update 5: q_z_corr = nan "
+        "(Q_z(s, a) is constant over the batch: F ignores the state and action); no output was written; "
+        "lower fb.lr (now 0.0003) or check the exploration data"
+    )
+    _assert_nothing_written(tmp_path, old)
+
+
+def test_check_result_names_every_non_finite_metric():
+    from genreward.training import TrainingDiverged
+    from stages.pretrain_fb import check_result
+
+    check_result({"fb_loss": 1.5, "goal_reaching_episodes": 0, "q_z_corr": 0.2}, 10, 1e-4)  # finite: passes
+    with pytest.raises(TrainingDiverged) as info:
+        check_result({"fb_loss": float("inf"), "goal_reaching_spearman_mean": float("nan"), "q_z_corr": 0.1}, 400, 1.0)
+    msg = str(info.value)
+    assert "after update 400: fb_loss = inf, goal_reaching_spearman_mean = nan (r_FB is constant" in msg, msg
+    assert msg.endswith("lower fb.lr (now 1.0) or check the exploration data") and "\n" not in msg
+
+
+@pytest.mark.slow
+def test_pretrain_fb_with_fb_lr_1_fails_instead_of_writing_nan(small_exploration, tmp_path):
+    """The real case: fb.lr=1 (an allowed value) collapses F on the tiny data set."""
+    import shutil
+
+    from genreward.training import TrainingDiverged
+    from stages import pretrain_fb
+
+    shutil.copytree(small_exploration / "exploration.zarr", tmp_path / "exploration.zarr")
+    with pytest.raises(TrainingDiverged, match=r"stage pretrain_fb: .*lower fb\.lr \(now 1\.0\)"):
+        pretrain_fb.STAGE.execute(_fb_stage_cfg(tmp_path, "fb.lr=1", "fb.updates=60"))
+    assert not (tmp_path / "fb_metrics.json").exists() and not (tmp_path / "fb").exists()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -243,7 +244,33 @@ def test_stage_writes_artifact_previews_and_reuses_cache(tmp_path, tiny_models):
     assert read_video(out["gif"]).shape[0] == 9 and read_video(out["mp4"]).shape[0] == 9
 
 
-def test_flow_uses_the_content_key_as_prefect_cache_key(tmp_path):
+class _WritesMarker:
+    """Unpickling this writes ``path``: what a planted pickle record would run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.write_text, (Path(self.path), "unpickled"))
+
+
+def _pickle_record(marker) -> bytes:
+    """A Prefect result record that names the pickle serializer; reading it runs its payload."""
+    from prefect.results import ResultRecord, ResultRecordMetadata
+    from prefect.serializers import PickleSerializer
+
+    meta = ResultRecordMetadata(serializer=PickleSerializer(), storage_key="planted")
+    return ResultRecord(metadata=meta, result=_WritesMarker(marker)).serialize()
+
+
+def test_flow_keeps_no_prefect_records_and_never_reads_planted_ones(tmp_path):
+    """The content cache is the only cache: Prefect writes no result record (success or failure)
+    into the project's folders, and a pickle record planted where the records used to live
+    (``store.cache_dir/prefect-results/goal-video-<key>``) is never read."""
+    from prefect.results import ResultRecord
+
     args = [
         "stage",
         "generate_goal_videos",
@@ -266,24 +293,45 @@ def test_flow_uses_the_content_key_as_prefect_cache_key(tmp_path):
         "--set",
         f"store.cache_dir={tmp_path}/cache",
     ]
+    records = tmp_path / "cache" / "prefect-results"
+
+    def prefect_files():
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if "prefect" in p.name.lower())
+
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     key = json.loads(first.stdout[first.stdout.index("{") :])["reach-v3"]["cache_key"]
     assert f"goal video {key[:12]} (generated in" in first.stderr
-    assert (tmp_path / "cache" / "prefect-results" / f"goal-video-{key}").exists()
+    assert prefect_files() == []  # no record folder, no record
     artifact = tmp_path / "data/goal_videos/reach-v3.zarr"
     attrs = dict(open_artifact(artifact, "goal_video").attrs)  # the flow generated it: recorded as new
     assert attrs["cache_hit"] is False and attrs["generation_seconds"] > 0 and attrs["cache_key"] == key
+
+    # The planted record is live: Prefect's own reader runs its payload.
+    probe = tmp_path / "probe-marker"
+    ResultRecord.deserialize(_pickle_record(probe))
+    assert probe.read_text() == "unpickled"
+    marker = tmp_path / "planted-marker"
+    records.mkdir(parents=True)
+    (records / f"goal-video-{key}").write_bytes(_pickle_record(marker))
+
     second = run_cli(*args)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "Finished in state Cached" in second.stderr and f"goal video {key[:12]} (cache hit)" in second.stderr
+    assert not marker.exists()
+    assert "Finished in state Cached" not in second.stderr and f"goal video {key[:12]} (cache hit)" in second.stderr
+    assert sorted(p.name for p in records.iterdir()) == [f"goal-video-{key}"]  # nothing added beside it
     attrs = dict(open_artifact(artifact, "goal_video").attrs)
     assert attrs["cache_hit"] is True and attrs["generation_seconds"] == 0
-    # A removed entry is rebuilt even though Prefect still holds a record for the key.
-    rm = run_cli("cache", "rm", f"goal_videos/{key[:8]}", "--root", str(tmp_path / "cache"))
-    assert rm.returncode == 0
-    third = run_cli(*args)
-    assert third.returncode == 0 and f"goal video {key[:12]} (generated in" in third.stderr
+
+    # A failing goal-video task leaves no record in the project's folders (Prefect keeps the failed
+    # flow run's exception, as JSON, under its own home)
+    shutil.rmtree(records)
+    np.save(tmp_path / "one-frame.npy", np.zeros((1, 8, 8, 3), np.uint8))
+    failed = run_cli(
+        *args, "--set", "goal_video.backend=file", "--set", f"goal_video.file.paths.reach-v3={tmp_path}/one-frame.npy"
+    )
+    assert failed.returncode != 0 and "needs at least 2 frames, found 1" in failed.stderr
+    assert prefect_files() == [] and not marker.exists()
     wrong = run_cli("stage", "env_check", "--task", "pick-place-v3")
     assert wrong.returncode == 2 and "not per-task" in wrong.stderr
 

@@ -118,6 +118,38 @@ def _run_flow(code: str, cwd: Path, timeout: int):
     return res, json.loads(res.stdout.split("RESULT ")[1])
 
 
+def test_local_dask_cluster_and_its_dashboard_listen_on_loopback(monkeypatch):
+    """The pipeline flow's local cluster, started for real (no workers): the scheduler, its
+    dashboard and the link to it are on 127.0.0.1; an address the user sets is passed through."""
+    import dask
+    from distributed import LocalCluster
+    from distributed.comm.utils import get_tcp_server_addresses
+
+    from flows.pipeline import dask_runner, local_cluster_kwargs
+    from genreward.config import load_config
+
+    cfg = load_config(REPO / "params.yaml")
+    kwargs = local_cluster_kwargs(cfg.runtime.num_workers, cfg.runtime.dask_dashboard_address)
+    assert kwargs == {
+        "n_workers": 2,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": "127.0.0.1:0",
+    }
+    with LocalCluster(**{**kwargs, "n_workers": 0}) as cluster:
+        dashboard = get_tcp_server_addresses(cluster.scheduler.http_server)
+        assert len(dashboard) == 1 and dashboard[0][0] == "127.0.0.1" and dashboard[0][1] > 0
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert cluster.dashboard_link == f"http://127.0.0.1:{dashboard[0][1]}/status"
+    # dask_runner sets a global Dask option; restored after the test
+    monkeypatch.setitem(dask.config.config["distributed"]["worker"], "daemon", True)
+    runner = dask_runner(None, 3, "0.0.0.0:8787")
+    assert runner.cluster_kwargs["host"] == "127.0.0.1" and runner.cluster_kwargs["dashboard_address"] == "0.0.0.0:8787"
+    assert dask.config.get("distributed.worker.daemon") is False
+    assert dask_runner("tcp://10.0.0.5:8786", 3).address == "tcp://10.0.0.5:8786"  # an existing scheduler: no cluster
+
+
 def test_rl_sweep_fans_out_on_a_dask_task_runner(tmp_path):
     """tasks × methods × seeds through prefect-dask on a local Dask cluster (2 worker processes)."""
     code = f"""

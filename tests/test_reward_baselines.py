@@ -148,3 +148,34 @@ def test_video_term_with_the_reset_baseline_compares_what_moved():
     assert plain.identity()["baseline"] == "none" and plain.scores(still, actions, np.array([15]), 17)[15] > 0.5
     with pytest.raises(RewardInputError, match="needs the goal video's first frame"):
         VideoReward(enc, enc.encode(goal), baseline="reset")
+
+
+def test_video_progress_pays_how_far_along_the_goal_video_the_agent_is():
+    from genreward.rewards.terms import VideoReward
+    from genreward.video.config import LatentConfig
+    from genreward.video.latents import VideoLatentEncoder
+
+    enc = VideoLatentEncoder.from_config(LatentConfig(vae="random", size=16))
+    rng = np.random.default_rng(0)
+    # the goal video: a bright square that slides from the left edge to the right edge over 9 frames
+    goal = np.full((9, 3, 16, 16), 40, np.uint8)
+    for k in range(9):
+        goal[k, :, 4:10, k : k + 6] = 220
+    goal = np.clip(goal.astype(int) + rng.integers(0, 6, goal.shape), 0, 255).astype(np.uint8)
+    term = VideoReward(enc, baseline="reset", score="progress", goal_frames=goal, temperature=0.01)
+    ident = term.identity()
+    assert ident["score"] == "progress" and ident["temperature"] == 0.01 and "goal_frames_sha256" in ident
+    assert term.goal.shape[0] == 8  # the first goal frame is the baseline, dropped
+    actions = np.zeros((8, 4), np.float32)
+    r = term.scores(goal, actions, np.arange(8), window=4)  # an agent that replays the goal video
+    assert r[-1] == pytest.approx(1.0, abs=0.02) and r[0] < 0.3
+    assert (np.diff(r) > 0).all()  # every step further along pays more
+    # halfway along pays about half, whatever the episode's own start looked like
+    halfway = np.stack([goal[0], goal[4]])
+    assert term.scores(halfway, actions[:1], np.array([0]), 2)[0] == pytest.approx(0.5, abs=0.1)
+    plain = VideoReward(enc, score="progress", goal_frames=goal)  # baseline none: all 9 frames, from 0
+    assert plain.goal.shape[0] == 9 and plain.scores(goal, actions, np.array([7]), 2)[7] > 0.8
+    with pytest.raises(RewardInputError, match="needs the goal video's frames"):
+        VideoReward(enc, score="progress")
+    with pytest.raises(RewardInputError, match="a goal video that does not move"):
+        VideoReward(enc, baseline="reset", score="progress", goal_frames=np.repeat(goal[:1], 3, axis=0))

@@ -124,9 +124,14 @@ def test_the_stage_names_the_stage_to_run_for_a_missing_input(tmp_path):
     with pytest.raises(MissingInputError, match=r"data/fb is missing; run `dvc repro pretrain_fb` first"):
         term_builder(cfg)("reach-v3", ["frame"])
     with pytest.raises(
-        MissingInputError, match=r"data/goal_latents/reach-v3.zarr is missing; run `dvc repro encode_goal"
+        MissingInputError, match=r"data/goal_videos/reach-v3.zarr is missing; run `dvc repro generate_goal_videos`"
     ):
         term_builder(cfg)("reach-v3", ["video"])
+    raw["rewards"] = {**raw.get("rewards", {}), "video_score": "cosine", "video_baseline": "none"}
+    with pytest.raises(
+        MissingInputError, match=r"data/goal_latents/reach-v3.zarr is missing; run `dvc repro encode_goal"
+    ):
+        term_builder(config_from_dict(raw))("reach-v3", ["video"])
     with pytest.raises(
         MissingInputError, match=r"probes/reach-v3.zarr is missing; run `dvc repro collect_probes` first"
     ):
@@ -141,3 +146,23 @@ def test_benchmark_methods_are_checked_at_load():
     with pytest.raises(ValueError, match="unknown method 'genreward_v2'; choose from genreward, "):
         BenchmarkConfig(methods=("genreward_v2",))
     assert BenchmarkConfig(methods=("dense", "random")).methods == ("dense", "random")
+
+
+def test_voc_progress_scores_only_the_steps_up_to_the_first_success():
+    from genreward.rewards.benchmark import progress_steps, quality
+
+    p = _probes("reach-v3", 0)
+    p.success[:] = False
+    p.success[0, 10:] = True  # expert 0 succeeds at step 10, expert 1 at step 20, then both hold
+    p.success[1, 20:] = True
+    steps = eval_steps(L, 4)  # [3, 7, 11, ..., 31]
+    assert [progress_steps(steps, p, i) for i in range(4)] == [3, 6, 8, 8]  # through 11 and 23; no success: all
+    # a reward that rises until the success and then jitters on a plateau (as a held goal state does)
+    hold = np.array([5.0, 4.0, 5.5, 4.5, 5.2, 4.1, 5.3, 4.2])
+    rewards = np.tile(hold, (4, 1)).astype(np.float32)
+    rewards[0, :3] = [1.0, 2.0, 3.0]
+    rewards[1, :6] = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    q = quality(rewards, p, steps)
+    assert q["voc_progress"].value == 1.0 and q["voc_progress"].used == 2
+    # over whole episodes the plateau's jitter counts (Spearman 1 - 6·Σd²/(n(n²-1)), Σd² = 22 and 2)
+    assert q["voc"].value == pytest.approx(np.mean([1 - 6 * 22 / 504, 1 - 6 * 2 / 504]))

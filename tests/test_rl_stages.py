@@ -82,8 +82,11 @@ def test_reward_model_loads_only_what_the_method_needs_and_names_missing_inputs(
     ins, _ = STAGE.paths(cfg, Item("reach-v3", "env_only", 0))
     rm, hashes = reward_model(cfg, "reach-v3", "env_only", ins)  # nothing on disk, nothing needed
     assert rm.terms == () and hashes == {}
-    with pytest.raises(Exception, match="goal_latents/reach-v3.zarr"):
+    with pytest.raises(Exception, match="goal_videos/reach-v3.zarr"):  # video_score=progress reads the goal video
         reward_model(cfg, "reach-v3", "video_only", ins)
+    cosine = _cfg(tmp_path, "rewards.video_score=cosine", "rewards.video_baseline=none")
+    with pytest.raises(Exception, match="goal_latents/reach-v3.zarr"):  # the paper's cosine, its goal latent
+        reward_model(cosine, "reach-v3", "video_only", ins)
     with pytest.raises(FileNotFoundError, match="no FB model; run `dvc repro pretrain_fb`"):
         reward_model(cfg, "reach-v3", "frame_only", ins)
 

@@ -39,6 +39,27 @@ def _write(path, video, **kw):
         add_array(g, "video", video)
 
 
+def test_metrics_json_refuses_nan_naming_the_keys_and_keeps_the_old_file(tmp_path):
+    from genreward.store.atomic import non_finite, write_json_atomic
+
+    path = tmp_path / "metrics.json"
+    assert write_json_atomic(path, {"b": 1.5, "a": None}) == {"b": 1.5, "a": None}
+    old = path.read_text()
+    assert json.loads(old) == {"a": None, "b": 1.5}
+    bad = {"fb_loss": 0.25, "q_z_corr": float("nan"), "per_task": {"reach": [1.0, float("-inf")]}}
+    with pytest.raises(ValueError) as info:
+        write_json_atomic(path, bad)
+    assert str(info.value) == (
+        f"{path}: not written, non-finite value (NaN or infinity) at q_z_corr, per_task.reach[1]"
+    )
+    assert path.read_text() == old and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    assert non_finite([float("nan")] * 7) == [f"[{i}]" for i in range(7)] and non_finite(float("inf")) == [
+        "(top level)"
+    ]
+    write_json_atomic(path, bad, allow_nan=True)  # explicit opt-in only
+    assert '"q_z_corr": NaN' in path.read_text()
+
+
 def test_round_trip_with_provenance(tmp_path):
     v = _video()
     _write(tmp_path / "a.zarr", v)

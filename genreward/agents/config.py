@@ -108,7 +108,12 @@ class RLConfig(Section):
     agent: Literal["drqv2"] = Field(
         "drqv2", description="online agent (DreamerV3: a later option behind the same interface)"
     )
-    steps: int = Field(2048, ge=1, description="agent steps per run (env steps / action_repeat)")
+    steps: int = Field(
+        2048,
+        ge=1,
+        description="agent steps per run (env steps / action_repeat): whole episodes "
+        "(a multiple of env.episode_length / env.action_repeat), at least seed_steps",
+    )
     seed_steps: int = Field(
         512, ge=0, description="uniform-random agent steps before the agent acts and learns (replay prefill)"
     )
@@ -148,4 +153,9 @@ class RLConfig(Section):
             values = getattr(self, name)
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} has duplicates: {list(values)}")
+        if self.steps < self.seed_steps:
+            raise ValueError(
+                f"steps ({self.steps}) is less than seed_steps ({self.seed_steps}): the agent would only ever "
+                f"act at random and never learn; set rl.steps >= {self.seed_steps} or lower rl.seed_steps"
+            )
         return self

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genreward.agents.nets import PixelEncoder, RandomShift, mlp, orthogonal_init
+from genreward.agents.nets import PixelEncoder, RandomShift, mlp, noisy_action, orthogonal_init
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,7 @@ class DrQV2Agent(nn.Module):
         with torch.no_grad():
             next_h = self.features(next_obs)
             mu = self.actor(next_h)
-            noise = (torch.randn_like(mu) * self.std(step)).clamp(-cfg.std_clip, cfg.std_clip)
-            next_a = (mu + noise).clamp(-1, 1)
+            next_a = noisy_action(mu, self.std(step), cfg.std_clip)
             tq1, tq2 = self.critic_target(next_h, next_a)
             target = reward.view(-1, 1) + (discount.view(-1, 1) if torch.is_tensor(discount) else discount) * torch.min(
                 tq1, tq2
@@ -139,8 +138,7 @@ class DrQV2Agent(nn.Module):
 
         h_detached = h.detach()
         mu = self.actor(h_detached)
-        noise = (torch.randn_like(mu) * self.std(step)).clamp(-cfg.std_clip, cfg.std_clip)
-        a = (mu + noise).clamp(-1, 1)
+        a = noisy_action(mu, self.std(step), cfg.std_clip)
         aq1, aq2 = self.critic(h_detached, a)
         actor_loss = -torch.min(aq1, aq2).mean()
         self.actor_opt.zero_grad(set_to_none=True)

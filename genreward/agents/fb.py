@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from genreward.agents.config import FBConfig
-from genreward.agents.nets import PixelEncoder, RandomShift, mlp, orthogonal_init
+from genreward.agents.nets import PixelEncoder, RandomShift, mlp, noisy_action, orthogonal_init
 from genreward.training import load_checkpoint, save_checkpoint, train_loop
 
 
@@ -179,8 +179,7 @@ class FBAgent:
         with torch.no_grad():
             tnext_h = tg["encoder"](next_obs)
             mu = m.actor(next_h.detach(), z)
-            noise = (torch.randn_like(mu) * cfg.actor_std).clamp(-cfg.std_clip, cfg.std_clip)
-            next_a = (mu + noise).clamp(-1, 1)
+            next_a = noisy_action(mu, cfg.actor_std, cfg.std_clip)
             tf1, tf2 = tg["forward_net"](tnext_h, next_a, z)
             tb = tg["backward_net"](tnext_h)
             target_m = torch.min(tf1 @ tb.T, tf2 @ tb.T)
@@ -201,8 +200,7 @@ class FBAgent:
         self.fb_opt.step()
 
         hd = h.detach()
-        a = m.actor(hd, z)
-        a = (a + (torch.randn_like(a) * cfg.actor_std).clamp(-cfg.std_clip, cfg.std_clip)).clamp(-1, 1)
+        a = noisy_action(m.actor(hd, z), cfg.actor_std, cfg.std_clip)
         q1, q2 = m.forward_net(hd, a, z)
         actor_loss = -torch.min((q1 * z).sum(-1), (q2 * z).sum(-1)).mean()
         self.actor_opt.zero_grad(set_to_none=True)

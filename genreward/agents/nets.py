@@ -29,6 +29,17 @@ def mlp(inp: int, hidden: int, out: int, layers: int = 2, out_act: nn.Module | N
     return nn.Sequential(*mods)
 
 
+def noisy_action(mu: torch.Tensor, std: float | torch.Tensor, std_clip: float) -> torch.Tensor:
+    """``mu`` plus clipped Gaussian noise (``std``, clipped to ±``std_clip``), clamped to the action
+    box [-1, 1] with a straight-through gradient: the value is clamped, the gradient with respect
+    to ``mu`` is the identity everywhere (as DrQ-v2's truncated normal), so an actor whose noisy
+    action leaves the box still learns. A plain ``clamp`` would give zero gradient there and let a
+    saturated actor stay saturated."""
+    noise = (torch.randn_like(mu) * std).clamp(-std_clip, std_clip)
+    a = mu + noise
+    return a + (a.clamp(-1.0, 1.0) - a).detach()
+
+
 class RandomShift(nn.Module):
     """Pad by ``pad`` pixels (edge replicate) and crop back at a random integer offset per sample."""
 

@@ -355,7 +355,11 @@ def read_probes(path: str | Path, task: str | None = None) -> Probes:
 
     g = open_artifact(path, KIND)
     attrs = dict(g.attrs)
-    a = {name: read_array(g, name, ndim=nd, dtype=dt) for name, (nd, dt) in ARRAYS.items()}
+    # float arrays (actions, dense rewards, noise levels) must be finite
+    a = {
+        name: read_array(g, name, ndim=nd, dtype=dt, finite=np.dtype(dt).kind == "f")
+        for name, (nd, dt) in ARRAYS.items()
+    }
     if task is not None and attrs.get("task") != task:
         raise ArtifactError(f"{path}: probes of {attrs.get('task')!r}, expected {task!r}")
     n, length = a["action"].shape[:2]

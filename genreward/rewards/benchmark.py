@@ -13,6 +13,9 @@ references frame the table: ``dense`` (Meta-World's dense reward: the ceiling) a
 Metrics (:mod:`genreward.rewards.metrics`; each is a value or null with the reason):
 
 - ``voc``: Spearman of the reward with time on successful expert episodes (mean over episodes);
+- ``voc_progress``: the same on each such episode's progress phase only, reset to the first
+  evaluation step at or after its first success (after it the expert holds the goal, and time
+  order there says nothing about progress: even the dense reward is flat and noisy);
 - ``auroc``: success vs failure from the episode's mean reward, over all probe episodes;
 - ``ranking``: pairwise ranking accuracy of the episode's mean reward against its dense return;
 - ``spearman_dense`` / ``pearson_dense``: per evaluation step, against the dense reward there;
@@ -77,6 +80,15 @@ def random_rewards(shape: tuple[int, ...], seed: int, task: str) -> np.ndarray:
     return np.random.default_rng([seed, *task.encode()]).standard_normal(shape).astype(np.float32)
 
 
+def progress_steps(steps: np.ndarray, probes: Probes, episode: int) -> int:
+    """How many evaluation steps of ``episode`` fall in its progress phase: those up to and including
+    the first evaluation step at or after its first success (the expert holds still afterwards)."""
+    success = np.flatnonzero(probes.success[episode])
+    if not len(success):
+        return len(steps)
+    return int(np.searchsorted(steps, success[0], side="left")) + 1
+
+
 def quality(rewards: np.ndarray, probes: Probes, steps: np.ndarray) -> dict[str, M.Score | M.MeanScore]:
     """The single-task metrics of per-step rewards [N, K] at ``steps`` on ``probes``."""
     experts = probes.expert_successes()
@@ -85,6 +97,9 @@ def quality(rewards: np.ndarray, probes: Probes, steps: np.ndarray) -> dict[str,
     dense = probes.dense[:, steps]
     out: dict[str, M.Score | M.MeanScore] = {
         "voc": M.mean_value_order_correlation(rewards[experts])
+        if len(experts)
+        else M.MeanScore(M.Score.missing("no successful expert episode"), 0, 0),
+        "voc_progress": M.mean_value_order_correlation(rewards[i, : progress_steps(steps, probes, i)] for i in experts)
         if len(experts)
         else M.MeanScore(M.Score.missing("no successful expert episode"), 0, 0),
         "auroc": M.auroc(episode[ok], episode[~ok]),

@@ -127,6 +127,15 @@ class RewardConfig(BaseModel):
         description="video term: none = cosine of the latents (the paper); reset = cosine of what moved, the "
         "window's latent minus a still clip of the reset frame against the goal's minus its first frame",
     )
+    video_score: Literal["cosine", "progress"] = Field(
+        "progress",
+        description="video term: cosine = cosine of the window's latent and the goal video's (the paper); "
+        "progress = how far along the goal video the window's newest frame is (soft-argmax over the goal "
+        "frames of the cosine of single-frame latents, as a fraction of the video, in [0, 1])",
+    )
+    video_temperature: float = Field(
+        0.05, gt=0.0, le=10.0, description="softmax temperature over cosines of video_score=progress"
+    )
     normalize: bool = Field(True, description="running z-score of each generated term before weighting")
     goal_distance_weight: float = Field(1.0, ge=0.0, description="weight of the goal-frame distance baseline")
     tadpole_weight: float = Field(1.0, ge=0.0, description="weight of the tadpole baseline (Video-TADPoLe-style)")

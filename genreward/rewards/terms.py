@@ -87,55 +87,103 @@ class NextFrameScores:
 
 
 class VideoReward(WindowScores):
-    """Cosine similarity between the VAE latent of an agent window and the goal-video latent.
+    """The video-level term: the agent's window against the goal video (``rewards.video_score``).
 
-    ``baseline="reset"`` compares what moves instead (``rewards.video_baseline``): the window's
-    latent minus the latent of a still clip of the episode's reset frame s_0, against the goal
-    latent minus the latent of a still clip of the goal video's first frame. ``"none"`` is the
-    paper's formulation.
+    ``score="cosine"`` (the paper): cosine similarity between the VAE latent of the window and the
+    goal video's latent. ``score="progress"``: how far along the goal video the window's newest frame
+    s_{t+1} is, the soft-argmax (``temperature``) over the goal frames k = 0..K-1 of the cosine
+    between single-frame VAE latents, as k / (K-1) in [0, 1]: the goal video is read as a
+    reset-to-success timeline and the agent is paid for where it has got to on it.
+
+    ``baseline="reset"`` (``rewards.video_baseline``) compares what moved instead of whole scenes:
+    the agent's latent minus that of its episode's reset frame s_0 against the goal's minus that of
+    its first frame (with cosine, whole clips: the window minus a still clip of s_0 against the goal
+    latent minus a still clip of the goal's first frame; with progress, single frames, the goal's
+    first frame then being dropped as a zero vector). ``"none"`` is the paper's formulation.
     """
 
     name = "video"
 
-    def __init__(self, encoder, goal_latent: np.ndarray, goal_start: np.ndarray | None = None, baseline: str = "none"):
-        self.encoder, self.baseline = encoder, baseline
-        self.goal = np.asarray(goal_latent, np.float32).ravel()
-        if baseline == "reset":
-            if goal_start is None:
-                raise RewardInputError("video_baseline=reset needs the goal video's first frame")
-            self.goal_start = _frames(np.asarray(goal_start)[None], "goal first frame")[0]
-            self.goal = self.goal - self.still_latent(self.goal_start)
-        elif baseline != "none":
+    def __init__(
+        self,
+        encoder,
+        goal_latent: np.ndarray | None = None,
+        goal_start: np.ndarray | None = None,
+        baseline: str = "none",
+        score: str = "cosine",
+        goal_frames: np.ndarray | None = None,
+        temperature: float = 0.05,
+    ):
+        if baseline not in ("none", "reset"):
             raise RewardInputError(f"video baseline {baseline!r}: choose none or reset")
-        if not np.isfinite(self.goal).all() or not self.goal.any():
-            raise RewardInputError("goal latent is empty, zero or not finite; re-run encode_goal_latents")
-        self._reset: tuple[bytes, np.ndarray] | None = None  # (s_0 bytes, its still latent) of the last episode
+        if score not in ("cosine", "progress"):
+            raise RewardInputError(f"video score {score!r}: choose cosine or progress")
+        self.encoder, self.baseline, self.score, self.temperature = encoder, baseline, score, float(temperature)
+        if score == "progress":
+            if goal_frames is None:
+                raise RewardInputError("video_score=progress needs the goal video's frames")
+            self.goal_frames = _frames(np.asarray(goal_frames), "goal video")
+            if len(self.goal_frames) < 2:
+                raise RewardInputError("video_score=progress needs a goal video of at least 2 frames")
+            codes = self._frame_codes(self.goal_frames)
+            self.positions = np.arange(len(codes), dtype=np.float64) / (len(codes) - 1)
+            if baseline == "reset":
+                codes, self.positions = codes[1:] - codes[0], self.positions[1:]
+            self.goal = codes / np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
+        else:
+            if goal_latent is None:
+                raise RewardInputError("video_score=cosine needs the goal video's latent")
+            self.goal = np.asarray(goal_latent, np.float32).ravel()
+            if baseline == "reset":
+                if goal_start is None:
+                    raise RewardInputError("video_baseline=reset needs the goal video's first frame")
+                self.goal_start = _frames(np.asarray(goal_start)[None], "goal first frame")[0]
+                self.goal = self.goal - self.still_latent(self.goal_start)
+        if not np.isfinite(self.goal).all() or not np.abs(self.goal).sum(axis=-1).any():
+            raise RewardInputError(
+                "goal latent is empty, zero or not finite (a goal video that does not move?); "
+                "re-run encode_goal_latents / generate_goal_videos"
+            )
+        self._reset: tuple[bytes, np.ndarray] | None = None  # (s_0 bytes, its latent) of the last episode
 
     @classmethod
     def build(cls, cfg, task: str, inputs: dict[str, Path], device: str) -> tuple["VideoReward", dict[str, str]]:
-        """The latent encoder (``latents:``), the task's goal latent (stage encode_goal_latents)
-        and, for ``rewards.video_baseline=reset``, the goal video's first frame (generate_goal_videos)."""
+        """The latent encoder (``latents:``) and the task's goal: for ``video_score=cosine`` its
+        goal latent (stage encode_goal_latents) and, with ``video_baseline=reset``, the goal video's
+        first frame; for ``progress`` the goal video's frames (stage generate_goal_videos)."""
         from genreward.store.artifacts import artifact_hash, open_artifact, read_array
         from genreward.video.latents import encoder_from_config
 
-        latent = read_array(open_artifact(inputs["goal_latent"], "goal_latents"), "latent", dtype=np.float32)
-        hashes = {"goal_latent": artifact_hash(inputs["goal_latent"])}
-        start, baseline = None, cfg.rewards.video_baseline
-        if baseline == "reset":
-            video = open_artifact(inputs["goal_video"], "goal_video")["video"]
-            start = np.asarray(video[0]).transpose(2, 0, 1).copy()
+        r = cfg.rewards
+        hashes, latent, start, frames = {}, None, None, None
+        if r.video_score == "cosine":
+            latent = read_array(open_artifact(inputs["goal_latent"], "goal_latents"), "latent", dtype=np.float32)
+            hashes["goal_latent"] = artifact_hash(inputs["goal_latent"])
+        if r.video_score == "progress" or r.video_baseline == "reset":
+            video = read_array(open_artifact(inputs["goal_video"], "goal_video"), "video", ndim=4, dtype=np.uint8)
+            frames = video.transpose(0, 3, 1, 2).copy()
+            start = frames[0]
             hashes["goal_video"] = artifact_hash(inputs["goal_video"])
-        return cls(encoder_from_config(cfg), latent, start, baseline), hashes
+        encoder = encoder_from_config(cfg)
+        return cls(encoder, latent, start, r.video_baseline, r.video_score, frames, r.video_temperature), hashes
 
     def identity(self) -> dict:
         out = {
             "encoder": self.encoder.identity(),
+            "score": self.score,
             "goal_latent_sha256": hash_array(self.goal),
             "baseline": self.baseline,
         }
-        if self.baseline == "reset":
+        if self.score == "progress":
+            out["temperature"] = self.temperature
+            out["goal_frames_sha256"] = hash_array(self.goal_frames)
+        elif self.baseline == "reset":
             out["goal_first_frame_sha256"] = hash_array(self.goal_start)
         return out
+
+    def _frame_codes(self, frames: np.ndarray) -> np.ndarray:
+        """Flattened single-frame latents float64 [N, D] of frames uint8 [N, 3, H, W]."""
+        return self.encoder.encode_frames(frames.transpose(0, 2, 3, 1)).reshape(len(frames), -1).astype(np.float64)
 
     def still_latent(self, frame: np.ndarray) -> np.ndarray:
         """The flattened latent of a clip that shows ``frame`` uint8 [3, H, W] throughout."""
@@ -145,28 +193,48 @@ class VideoReward(WindowScores):
         if self.baseline == "reset" and len(paid_steps):
             key = np.ascontiguousarray(frames[0]).tobytes()
             if self._reset is None or self._reset[0] != key:
-                self._reset = (key, self.still_latent(_frames(frames[:1])[0]))
+                s0 = _frames(frames[:1])
+                code = self._frame_codes(s0)[0] if self.score == "progress" else self.still_latent(s0[0])
+                self._reset = (key, code)
         return super().scores(frames, actions, paid_steps, window)
+
+    def _base(self):
+        if self.baseline != "reset":
+            return 0.0
+        if self._reset is None:
+            raise RewardInputError("video_baseline=reset scores windows of an episode: call scores()")
+        return self._reset[1]
 
     def windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Rewards [N] for N windows of frames uint8 [T, 3, H, W] (T >= 2)."""
+        windows = [_frames(w, "video-reward window") for w in windows]
+        if any(len(w) < 2 for w in windows):
+            raise RewardInputError("video-reward windows need at least 2 frames")
+        if self.score == "progress":
+            return self.progress(np.stack([w[-1] for w in windows]))
         from genreward.video.latents import latent_cosine
 
-        clips = [_frames(w, "video-reward window").transpose(0, 2, 3, 1) for w in windows]
-        if any(len(c) < 2 for c in clips):
-            raise RewardInputError("video-reward windows need at least 2 frames")
-        latents = self.encoder.encode_batch(clips)
+        latents = self.encoder.encode_batch([w.transpose(0, 2, 3, 1) for w in windows])
         if latents[0].size != self.goal.size:
             raise RewardInputError(
                 f"agent-window latent has {latents[0].size} values, the goal latent {self.goal.size}: "
                 "encode both with the same latents config"
             )
-        base = 0.0
-        if self.baseline == "reset":
-            if self._reset is None:
-                raise RewardInputError("video_baseline=reset scores windows of an episode: call scores()")
-            base = self._reset[1]
+        base = self._base()
         return np.array([latent_cosine(z.ravel() - base, self.goal) for z in latents], np.float32)
+
+    def progress(self, frames: np.ndarray) -> np.ndarray:
+        """Where frames uint8 [N, 3, H, W] stand on the goal video: soft-argmax position in [0, 1]."""
+        codes = self._frame_codes(frames) - self._base()
+        if codes.shape[1] != self.goal.shape[1]:
+            raise RewardInputError(
+                f"frame latent has {codes.shape[1]} values, the goal frames' {self.goal.shape[1]}: "
+                "agent frames and goal video must have the same size"
+            )
+        cos = codes @ self.goal.T / np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
+        logits = (cos - cos.max(axis=1, keepdims=True)) / self.temperature
+        w = np.exp(logits)
+        return ((w @ self.positions) / w.sum(axis=1)).astype(np.float32)
 
 
 class FrameReward(TransitionScores):

@@ -93,11 +93,31 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def write_json_atomic(path: str | Path, obj, allow_nan: bool = True):
+def non_finite(obj, prefix: str = "") -> list[str]:
+    """Dotted paths (``a.b[2]``) of the NaN and infinite floats in a JSON-like ``obj``."""
+    import math
+
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [prefix or "(top level)"]
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in non_finite(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(obj, (list, tuple)):
+        return [p for i, v in enumerate(obj) for p in non_finite(v, f"{prefix}[{i}]")]
+    return []
+
+
+def write_json_atomic(path: str | Path, obj, allow_nan: bool = False):
     """``obj`` as indented, key-sorted JSON, written atomically; returns ``obj`` (a stage's summary).
-    ``allow_nan=False``: a NaN or infinity raises ``ValueError`` and nothing is written."""
+
+    A NaN or infinity (not JSON; a metric is a number, or null with its reason) raises
+    ``ValueError`` naming the file and the keys that hold one, and nothing is written: an earlier
+    file stays as it was. ``allow_nan=True`` writes them as ``NaN``/``Infinity``."""
     import json
 
+    bad = [] if allow_nan else non_finite(obj)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(f"{path}: not written, non-finite value (NaN or infinity) at {shown}")
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=allow_nan))
     return obj
 

@@ -19,7 +19,7 @@ from filelock import FileLock
 
 from genreward.store.atomic import atomic_dir
 from genreward.store.hashing import canonical_json, stable_hash
-from genreward.store.provenance import code_version, utc_now
+from genreward.store.provenance import code_version, producer, utc_now
 
 ENTRY_FILE = "entry.json"
 KEY_LEN = 32  # hex chars: 128 bits
@@ -82,7 +82,8 @@ class ContentCache:
                 return CacheResult(key, hit, True)
             target = self.path(key)
             with atomic_dir(target) as tmp:
-                create(tmp)
+                with producer(cache_entry=f"{self.namespace}/{key}"):  # its artifacts name the entry
+                    create(tmp)
                 meta = {
                     "key": key,
                     "namespace": self.namespace,

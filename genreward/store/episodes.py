@@ -13,7 +13,10 @@ Layout (one row per observation; an episode of L agent steps has L+1 rows)::
 Crash safety: rows are appended past ``attrs["committed_rows"]`` and the counter moves only
 after a whole episode is written, so a killed writer leaves at most an uncommitted tail that a
 resuming writer truncates and a reader never sees. While collecting, the store lives at a
-hidden "partial" path; only a finished dataset is renamed to its real path (marked complete).
+hidden "partial" path; only a finished dataset is renamed to its real path (marked complete,
+with the integrity manifest of its files computed at that moment: see
+:func:`genreward.store.artifacts.finalise`). A writer resuming a partial store drops any
+completion block a killed ``finish`` left there, and ``finish`` computes a fresh one.
 
 The row layout also defines sampling: :func:`stack_frames` (frame stacks never cross an
 episode start) and :func:`sample_transitions` serve this dataset and the in-memory buffers of
@@ -30,13 +33,22 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from genreward.store.artifacts import FORMAT_VERSION, META_KEY, ArtifactError, open_artifact
+from genreward.store.artifacts import (
+    FORMAT_VERSION,
+    META_KEY,
+    ArtifactError,
+    Verify,
+    check_finite,
+    finalise,
+    open_artifact,
+)
 from genreward.store.atomic import replace_dir
 from genreward.store.hashing import canonical_json
 from genreward.store.provenance import code_version, runtime_info, utc_now
 
 KIND = "exploration"
 FIELDS = ("obs", "state", "action", "valid", "episode_start", "episode", "task_id", "success")
+FINITE_FIELDS = ("state", "action")  # float fields a reader requires finite
 
 
 @dataclass
@@ -103,6 +115,8 @@ class EpisodeWriter:
                 if g.attrs.get("fingerprint") == self.fingerprint:
                     self.group = g
                     self._truncate_uncommitted()
+                    if META_KEY in g.attrs:  # a finish() killed before its rename: redone at the end
+                        del g.attrs[META_KEY]
             except Exception:
                 self.group = None
             if self.group is None:
@@ -166,7 +180,8 @@ class EpisodeWriter:
         return index
 
     def finish(self, params: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> Path:
-        """Mark complete (provenance attrs) and move the partial store to ``path``."""
+        """Mark complete (provenance attrs with the manifest of the files as they are now) and
+        move the partial store to ``path``."""
         meta = {
             "kind": KIND,
             "format": FORMAT_VERSION,
@@ -175,11 +190,8 @@ class EpisodeWriter:
             "runtime": runtime_info(),
             "params": dict(params),
             "inputs": {},
-            "complete": True,
         }
-        self.group.attrs.update(
-            {**json.loads(canonical_json(dict(attrs or {}))), META_KEY: json.loads(canonical_json(meta))}
-        )
+        finalise(self.group, self.partial, meta, attrs)
         replace_dir(self.partial, self.path)
         return self.path
 
@@ -224,11 +236,21 @@ def episode_start_rows(episode_start: np.ndarray) -> np.ndarray:
 
 
 class ExplorationDataset:
-    """Read a complete exploration dataset; sample (s, a, s') transitions uniformly."""
+    """Read a complete exploration dataset; sample (s, a, s') transitions uniformly.
 
-    def __init__(self, path: str | Path, in_memory: bool | None = None, max_memory_bytes: int = 8 << 30):
+    Opening checks the store's integrity (:func:`~genreward.store.artifacts.open_artifact`,
+    ``verify``) and that every state and action is finite; those two fields are then held in
+    memory (they are small next to ``obs``)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        in_memory: bool | None = None,
+        max_memory_bytes: int = 8 << 30,
+        verify: Verify = "auto",
+    ):
         self.path = Path(path)
-        self.group = open_artifact(self.path, KIND)
+        self.group = open_artifact(self.path, KIND, verify=verify)
         self.n = int(self.group.attrs["committed_rows"])
         for name in ("obs", "action", "valid", "episode_start"):
             if name not in self.group:
@@ -239,6 +261,9 @@ class ExplorationDataset:
         nbytes = self.n * int(np.prod(obs.shape[1:]))
         self.in_memory = nbytes <= max_memory_bytes if in_memory is None else in_memory
         self._cache: dict[str, np.ndarray] = {}
+        for name in FINITE_FIELDS:
+            if name in self.group:
+                self._cache[name] = check_finite(self.group[name][: self.n], self.path, name)
         self.valid_index = np.flatnonzero(self.group["valid"][: self.n])
         self.episode_start = self.group["episode_start"][: self.n]
         # Row of each row's episode start (frame stacking never crosses an episode boundary).
@@ -255,7 +280,7 @@ class ExplorationDataset:
         return self._cache[name]
 
     def _rows(self, name: str, rows: np.ndarray) -> np.ndarray:
-        if self.in_memory:
+        if self.in_memory or name in self._cache:
             return self.array(name)[rows]
         return read_rows(self.group[name], rows)
 

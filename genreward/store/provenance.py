@@ -1,12 +1,15 @@
-"""What produced an artifact: code version, time, host, Python/torch versions."""
+"""What produced an artifact: code version, time, host, Python/torch versions, producing stage."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as _dt
 import functools
 import platform
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import genreward
 
@@ -59,3 +62,28 @@ def runtime_info() -> dict[str, str]:
     except ImportError:  # pragma: no cover
         pass
     return info
+
+
+# Who writes the artifacts created in the current context: ``stage`` (set around every stage
+# item by ``stages.table.Stage.run_item``) and ``cache_entry`` (``<namespace>/<key>``, set by
+# ``ContentCache`` while it builds an entry). Artifacts record it, so their errors name the fix.
+_PRODUCER: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("genreward_producer", default={})
+PRODUCER_KEYS = ("stage", "cache_entry")
+
+
+@contextlib.contextmanager
+def producer(**info: str) -> Iterator[None]:
+    """Within the block, artifacts record ``info`` (keys of :data:`PRODUCER_KEYS`) as their producer."""
+    unknown = set(info) - set(PRODUCER_KEYS)
+    if unknown:
+        raise ValueError(f"producer: unknown keys {sorted(unknown)}; valid: {PRODUCER_KEYS}")
+    token = _PRODUCER.set({**_PRODUCER.get(), **info})
+    try:
+        yield
+    finally:
+        _PRODUCER.reset(token)
+
+
+def current_producer() -> dict[str, str]:
+    """What :func:`producer` set around the caller (empty outside any stage or cache build)."""
+    return dict(_PRODUCER.get())
