@@ -1,6 +1,9 @@
 """The ``genreward`` command line. DVC stages call ``genreward stage NAME``.
 
-Heavy imports (torch, Prefect, MuJoCo) happen inside the commands that need them.
+Heavy imports (torch, Prefect, MuJoCo) happen inside the commands that need them. A failure is
+one line, ``error: <what is wrong and how to fix it>``, exit code 2 for bad input (config,
+missing or damaged inputs) and 1 for a runtime fault (``flows/errors.py``); ``--debug`` or
+``GENREWARD_DEBUG=1`` adds the traceback and Prefect's full console log.
 """
 
 from __future__ import annotations
@@ -12,7 +15,12 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="GenReward pipeline: goal videos -> rewards -> RL.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="GenReward pipeline: goal videos -> rewards -> RL.",
+    pretty_exceptions_enable=False,  # errors are reported by main(): one line, or the plain traceback with --debug
+)
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect the content-addressed caches (goal videos, ...).")
 app.add_typer(cache_app, name="cache")
 
@@ -23,18 +31,44 @@ KeyArg = typer.Argument(..., help="cache entry NAMESPACE/KEYPREFIX, e.g. goal_vi
 RootOpt = typer.Option(None, help="cache root (default: store.cache_dir)")
 
 
+_state = {"debug": False}
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(
+        False, "--debug", help="on a failure, show the traceback and Prefect's full console log (or GENREWARD_DEBUG=1)"
+    ),
+) -> None:
+    _state["debug"] = debug
+
+
+def _debug() -> bool:
+    from flows.errors import debug_enabled
+
+    return _state["debug"] or debug_enabled()
+
+
 def _fail(msg: str, code: int = 2) -> None:
-    typer.secho(msg, fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
-def _config(params: str, profile: Optional[str], overrides: Optional[List[str]]):
-    from genreward.config import ConfigError, load_config
+def _flows() -> None:
+    """Import the flows package (Prefect's settings and logging) and, unless --debug, keep
+    Prefect's copies of a failure off the console (the run still records them; see flows/errors.py)."""
+    import flows  # noqa: F401
 
-    try:
-        return load_config(params, overrides=overrides or None, profile=profile)
-    except ConfigError as e:
-        _fail(str(e))
+    if not _debug():
+        from flows.errors import quiet_console
+
+        quiet_console()
+
+
+def _config(params: str, profile: Optional[str], overrides: Optional[List[str]]):
+    from genreward.config import load_config
+
+    return load_config(params, overrides=overrides or None, profile=profile)  # a ConfigError: see main()
 
 
 @app.command()
@@ -48,18 +82,11 @@ def stage(
     """Run one stage's Prefect flow with params.yaml (+ profile, + overrides)."""
     cfg = _config(params, profile, overrides)  # fail fast, before Prefect starts
     if task is not None:
-        from genreward.config import ConfigError
-
-        try:
-            cfg.for_task(task)
-        except ConfigError as e:
-            _fail(str(e))
-    import flows  # noqa: F401  (Prefect env defaults)
-    from flows.stage_flows import get_flow
+        cfg.for_task(task)
     from stages.table import get_stage
 
     try:
-        declared, flow = get_stage(name), get_flow(name)
+        declared = get_stage(name)
     except KeyError as e:
         _fail(str(e.args[0]))
     kwargs = dict(params=params, profile=profile, overrides=overrides or None)
@@ -71,7 +98,10 @@ def stage(
         except ValueError as e:
             _fail(str(e))
         kwargs["task"] = task
-    result = flow(**kwargs)
+    _flows()
+    from flows.stage_flows import get_flow
+
+    result = get_flow(name)(**kwargs)
     typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
 
 
@@ -138,7 +168,7 @@ def env_check(
 ) -> None:
     """Render a frame per task to PNG, print the GL backend and steps/s (the env_check stage)."""
     cfg = _config(params, profile, overrides)
-    import flows  # noqa: F401
+    _flows()
     from flows.stage_flows import get_flow
     from stages.table import Item, get_stage
 
@@ -168,13 +198,9 @@ def config(
 ) -> None:
     """Validate params.yaml and print the resolved configuration as JSON (or write its views, or explain a key)."""
     if explain is not None:
-        from genreward.config import ConfigError
         from genreward.config import explain as explain_text
 
-        try:
-            typer.echo(explain_text(params, explain, profile=profile, overrides=overrides or None))
-        except ConfigError as e:
-            _fail(str(e))
+        typer.echo(explain_text(params, explain, profile=profile, overrides=overrides or None))
         return
     cfg = _config(params, profile, overrides)
     if resolve is not None:
@@ -278,7 +304,13 @@ def cache_rm(key: str = KeyArg, params: str = ParamsOpt, root: Optional[Path] = 
 
 
 def main() -> None:
-    app()
+    """The console script: run the command; report an exception as ``error: ...`` with its exit code."""
+    try:
+        app()
+    except Exception as e:  # the flow run (if any) has recorded it already
+        from flows.errors import report
+
+        sys.exit(report(e, debug=_debug()))
 
 
 if __name__ == "__main__":

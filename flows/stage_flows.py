@@ -13,7 +13,7 @@ import importlib
 from prefect import Flow, flow
 
 from flows.common import load_run_config, run_stage
-from stages.table import Stage, table
+from stages.table import Stage, table, unknown_stage
 
 # stage -> "module:attribute" of a hand-written flow
 CUSTOM: dict[str, str] = {
@@ -70,7 +70,7 @@ def get_flow(name: str) -> Flow:
     """The flow of stage ``name`` (KeyError naming the valid stages when unknown)."""
     stages = table()
     if name not in stages:
-        raise KeyError(f"unknown stage {name!r}; valid: {', '.join(sorted(stages))}")
+        raise unknown_stage(name, stages)
     if name in CUSTOM:
         module, attr = CUSTOM[name].split(":")
         return getattr(importlib.import_module(module), attr)

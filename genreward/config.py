@@ -216,9 +216,12 @@ class Config(_Section):
             return d
         root = self.video_model_dir()
         if self.video_model.mode == "from_scratch":
+            model = str(root / "pipeline")
+            if not Path(model).is_absolute() and model.count("/") < 2:  # "video_model/pipeline": not a hub id
+                model = f"./{model}"
             return d.model_copy(
                 update={
-                    "model": str(root / "pipeline"),
+                    "model": model,
                     "revision": None,
                     "max_sequence_length": self.video_model.from_scratch.max_text_len,
                 }
@@ -246,7 +249,9 @@ class Config(_Section):
         try:
             return Config.model_validate(data)
         except ValidationError as e:
-            raise ConfigError([_format_error(err) for err in e.errors()], "--task") from None
+            problems = [_format_error(err) for err in e.errors()]
+            # an unknown task fails `tasks` and `rl.tasks` alike: say it once
+            raise ConfigError([p for p in problems if p.startswith("tasks")] or problems, "--task") from None
 
     def prompt(self, task: str) -> str:
         return self.prompts[task]
@@ -381,7 +386,16 @@ def config_from_dict(
                 ],
                 source,
             )
-        _validate(_deep_merge(raw, overlay), source, prefix=f"profiles.{name}: ")
+        prefix = f"profiles.{name}: "
+        try:
+            _validate(_deep_merge(raw, overlay), source, prefix=prefix)
+        except ConfigError as err:
+            try:  # a problem of the top-level values (the laptop profile) is reported as theirs
+                _validate(raw, source)
+            except ConfigError as top:
+                if set(top.problems) >= {p.removeprefix(prefix) for p in err.problems}:
+                    raise top from None
+            raise
     if profile is not None:
         raw["profile"] = profile
     selected = raw.get("profile", "laptop")

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
+from genreward.store.artifacts import RERUN, ArtifactError
 from genreward.store.atomic import atomic_dir
 
 
@@ -61,37 +62,71 @@ def save_checkpoint(
     return Path(folder)
 
 
+def _unusable(folder: Path, what: str, fix: str | None) -> ArtifactError:
+    """The error for a checkpoint in ``folder`` that cannot be used: ``what`` is wrong; ``fix``
+    (default: re-run the stage that writes it, which the stage layer names)."""
+    return ArtifactError(f"{what}; {fix or RERUN}", path=folder, rerun=fix is None)
+
+
+def checkpoint_info(folder: str | Path, fix: str | None = None) -> dict[str, Any]:
+    """The parsed ``meta.json`` of the checkpoint in ``folder`` (``{"meta": ..., "optimizers": ...}``);
+    an :class:`~genreward.store.artifacts.ArtifactError` naming the file when it is missing or
+    unreadable (``fix``: as for :func:`load_checkpoint`)."""
+    folder = Path(folder)
+    for name in ("weights.safetensors", "meta.json"):
+        if not (folder / name).is_file():
+            raise _unusable(folder, f"{folder}: not a checkpoint ({name} is missing)", fix)
+    try:
+        info = json.loads((folder / "meta.json").read_text())
+        if not isinstance(info, dict) or not isinstance(info.get("meta"), dict):
+            raise ValueError("no 'meta' object")
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        what = f"{folder / 'meta.json'}: unreadable checkpoint metadata ({type(e).__name__})"
+        raise _unusable(folder, what, fix) from None
+    return info
+
+
 def load_checkpoint(
     folder: str | Path,
     modules: Mapping[str, torch.nn.Module],
     optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
     device: str = "cpu",
     skip: tuple[str, ...] = (),
+    fix: str | None = None,
 ) -> dict[str, Any]:
     """Load ``modules`` (and ``optimizers``) from ``folder``; returns the caller metadata.
 
     Every stored tensor of a module must match it, except those whose key (``<module>/<name>``)
-    starts with one of ``skip``: parts a reader does not need (e.g. training-only networks)."""
+    starts with one of ``skip``: parts a reader does not need (e.g. training-only networks).
+    A missing, unreadable or mismatched checkpoint raises
+    :class:`~genreward.store.artifacts.ArtifactError` naming the file; its fix is ``fix``, or by
+    default re-running the stage that writes ``folder`` (the stage layer adds the command)."""
     folder = Path(folder)
-    if not (folder / "weights.safetensors").is_file() or not (folder / "meta.json").is_file():
-        raise FileNotFoundError(f"{folder}: not a checkpoint (needs weights.safetensors and meta.json)")
-    tensors = load_file(str(folder / "weights.safetensors"), device=device)
+    info = checkpoint_info(folder, fix)
+    weights = folder / "weights.safetensors"
+    try:
+        tensors = load_file(str(weights), device=device)
+    except Exception as e:  # SafetensorError (random bytes, a truncated copy), OSError
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise _unusable(
+            folder, f"{weights}: not a readable safetensors file ({type(e).__name__}: {reason})", fix
+        ) from None
     if skip:
         tensors = {k: v for k, v in tensors.items() if not k.startswith(skip)}
-    info = json.loads((folder / "meta.json").read_text())
     for mname, module in modules.items():
         prefix = f"{mname}/"
         sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        missing, unexpected = module.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise KeyError(
-                f"{folder}: checkpoint does not match module {mname!r} (missing "
-                f"{missing[:3]}, unexpected {unexpected[:3]})"
-            )
+        try:
+            missing, unexpected = module.load_state_dict(sd, strict=False)
+            problem = f"missing {missing[:3]}, unexpected {unexpected[:3]}" if missing or unexpected else None
+        except RuntimeError as e:  # a tensor of another shape (a checkpoint of another config)
+            problem = str(e).strip().splitlines()[-1].strip()[:200]
+        if problem:
+            raise _unusable(folder, f"{weights}: checkpoint does not match module {mname!r} ({problem})", fix)
     for oname, opt in (optimizers or {}).items():
-        om = info["optimizers"].get(oname)
+        om = info.get("optimizers", {}).get(oname)
         if om is None:
-            raise KeyError(f"{folder}: no optimizer state {oname!r}")
+            raise _unusable(folder, f"{folder / 'meta.json'}: no optimizer state {oname!r}", fix)
         state: dict[int, dict[str, Any]] = {}
         prefix = f"opt/{oname}/"
         for k, v in tensors.items():
@@ -151,7 +186,8 @@ def train_loop(
     ckpt_dir = Path(ckpt_dir)
     start, history = 0, []
     if (ckpt_dir / "meta.json").exists():
-        meta = load_checkpoint(ckpt_dir, modules, optimizers, device=device)
+        fix = f"delete {ckpt_dir} to train from the start"  # a resume checkpoint, not a stage output
+        meta = load_checkpoint(ckpt_dir, modules, optimizers, device=device, fix=fix)
         start, history = int(meta["step"]), list(meta.get("history", []))
     last_good = start
     for step in tqdm(range(start, steps), initial=start, total=steps, desc=desc, disable=not progress):

@@ -136,9 +136,27 @@ def markdown(report: dict, tasks: list[str]) -> str:
         f"the RL schedule. References: {', '.join(f'{k} = {v}' for k, v in REFERENCES.items())}.\n\n",
         head + rows(lambda m: {**report["methods"][m]["mean"], **_confusion(report, m)}),
     ]
+    if report.get("beta_sweep"):
+        out.append(sweep_table(report["beta_sweep"], tasks))
     for task in tasks:
         out += [f"\n## {task}\n\n", head + rows(lambda m: {**report["methods"][m]["per_task"][task]})]
     return "".join(out)
+
+
+def sweep_table(sweep: list[dict], tasks: list[str]) -> str:
+    """The combined reward per frame weight β: mean metrics and each task's voc."""
+    short = [t.removesuffix("-v3") for t in tasks]
+    metrics = list(sweep[0]["mean"])
+    head = "| β | " + " | ".join(metrics) + " | " + " | ".join(f"voc {t}" for t in short) + " |\n"
+    lines = [
+        "\n## The combined reward (genreward) per frame weight β\n\n",
+        "Same raw terms, only β varied (`benchmark.beta_sweep`); choose β on a held-out probe set.\n\n",
+        head + "|---|" + "---|" * (len(metrics) + len(tasks)) + "\n",
+    ]
+    for row in sweep:
+        cells = [_cell(row["mean"][k]) for k in metrics] + [_cell(row["per_task"][t]["voc"]) for t in tasks]
+        lines.append(f"| {row['beta']:g} | " + " | ".join(cells) + " |\n")
+    return "".join(lines)
 
 
 def _confusion(report: dict, method: str) -> dict:
@@ -167,6 +185,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         seed=bm.seed,
         confusion=bm.confusion and len(tasks) > 1,
         log=log.info,
+        beta_sweep=bm.beta_sweep,
     )
     report = to_json(report)
     summary = {
@@ -174,6 +193,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         "eval_steps": report["eval_steps"],
         "probe_episodes": {t: len(p.kinds) for t, p in probes.items()},
         "methods": report["methods"],
+        **({"beta_sweep": report["beta_sweep"]} if "beta_sweep" in report else {}),
     }
     write_json_atomic(outputs["metrics"], summary, allow_nan=False)  # a number or null with its reason
     table = markdown(report, tasks)

@@ -18,8 +18,10 @@ Adding a stage: one module in ``stages/`` with a ``STAGE`` + its ``dvc.yaml`` en
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import itertools
+import os
 import pkgutil
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -122,14 +124,23 @@ class Stage:
     def run_item(self, cfg: Config, item: Item, **extra: Any) -> dict:
         """Resolve ``item``'s paths and run it with the config narrowed to it.
 
-        The artifacts it writes record this stage as their producer. An :class:`ArtifactError`
-        about an input that does not record its producer (written by an older version, or
-        outside a stage) gets the command that rebuilds it, from the stage table."""
+        The artifacts it writes record this stage as their producer. A declared input that does
+        not exist (an :class:`ArtifactError` or ``FileNotFoundError`` about it or a file in it)
+        becomes a :class:`MissingInputError` naming the stage that writes it. An
+        :class:`ArtifactError` about an input that does not record its producer (written by an
+        older version, or outside a stage) gets the command that rebuilds it, from the stage table."""
         inputs, outputs = self.paths(cfg, item)
         try:
             with producer(stage=self.name):
                 return self.run(item.narrow(cfg), inputs, outputs, **extra)
-        except ArtifactError as e:
+        except MissingInputError:
+            raise
+        except (ArtifactError, FileNotFoundError) as e:
+            missing = _missing_input(cfg, inputs, e)
+            if missing is not None:
+                raise missing.with_traceback(e.__traceback__) from None
+            if not isinstance(e, ArtifactError):
+                raise
             writer = None
             if e.rerun and e.path is not None:
                 try:
@@ -168,10 +179,17 @@ def table() -> dict[str, Stage]:
     return found
 
 
+def unknown_stage(name: str, stages: Mapping[str, Stage]) -> KeyError:
+    """The error for a stage name the table does not hold: the closest name, and every valid one."""
+    close = difflib.get_close_matches(name, list(stages), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return KeyError(f"unknown stage {name!r}{hint}; valid: {', '.join(sorted(stages))}")
+
+
 def get_stage(name: str) -> Stage:
     stages = table()
     if name not in stages:
-        raise KeyError(f"unknown stage {name!r}; valid: {', '.join(sorted(stages))}")
+        raise unknown_stage(name, stages)
     return stages[name]
 
 
@@ -195,6 +213,25 @@ def path_under(a: str | Path, b: str | Path) -> bool:
 
 class MissingInputError(FileNotFoundError):
     """A stage's input does not exist; the message names the stage that writes it."""
+
+
+def _missing_input(cfg: Config, inputs: Paths, err: Exception) -> MissingInputError | None:
+    """``err`` (an :class:`ArtifactError` or ``FileNotFoundError``) as a :class:`MissingInputError`
+    when the path it is about lies in a declared input (``inputs``) that does not exist and a stage
+    writes that input; else ``None``."""
+    path = err.path if isinstance(err, ArtifactError) else getattr(err, "filename", None)
+    if path is None or Path(path).exists():
+        return None
+    target = os.path.abspath(path)
+    for declared in inputs.values():
+        if not declared.exists() and path_under(target, os.path.abspath(declared)):
+            try:
+                writer = producer_of(cfg, declared)
+            except Exception:  # a config the table cannot expand: keep the original message
+                writer = None
+            if writer is not None:
+                return MissingInputError(f"{declared} is missing; run `dvc repro {writer}` first")
+    return None
 
 
 def producer_of(cfg: Config, path: str | Path, stages: dict[str, Stage] | None = None) -> str | None:
@@ -225,7 +262,7 @@ def dag(cfg: Config, stages: dict[str, Stage] | None = None, start: tuple[str, .
     if start:
         unknown = [n for n in start if n not in stages]
         if unknown:
-            raise KeyError(f"unknown stage {unknown[0]!r}; valid: {', '.join(sorted(stages))}")
+            raise unknown_stage(unknown[0], stages)
         keep = {i for i, (s, _, _) in enumerate(pending) if s.name in start}
         grown = True
         while grown:

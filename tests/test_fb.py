@@ -156,6 +156,29 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
     assert (tmp_path / "ck" / "weights.safetensors").read_bytes() == before
 
 
+def test_unreadable_checkpoints_name_the_file_and_the_fix(tmp_path):
+    from genreward.agents.fb import load_fb, save_fb, train_fb
+    from genreward.store.artifacts import ArtifactError
+    from genreward.training import save_checkpoint
+
+    agent = _small_agent()
+    save_fb(tmp_path / "fb", agent.model)
+    weights = tmp_path / "fb" / "weights.safetensors"
+    weights.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ArtifactError) as info:
+        load_fb(tmp_path / "fb")
+    assert str(info.value).startswith(f"{weights}: not a readable safetensors file (SafetensorError: ")
+    assert str(info.value).endswith("; re-run the stage that writes it") and info.value.rerun
+    (tmp_path / "fb" / "meta.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match=r"fb/meta.json: unreadable checkpoint metadata \(JSONDecodeError\)"):
+        load_fb(tmp_path / "fb")
+    # a resume checkpoint is not a stage output: its fix is to delete it
+    save_checkpoint(tmp_path / "ck", agent.modules(), None, {"step": 10, "history": []})
+    (tmp_path / "ck" / "weights.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(ArtifactError, match=rf"not a readable safetensors file .*; delete {tmp_path / 'ck'} to train"):
+        train_fb(agent, _sampler(), steps=20, ckpt_dir=tmp_path / "ck", every=10)
+
+
 def _trained_small_agent(tmp_path):
     from genreward.agents.fb import train_fb
 

@@ -17,6 +17,7 @@ from genreward.video.diffusers_backend import DiffusersGenerator
 from genreward.video.file import FileGenerator
 from genreward.video.generate import generate_cached
 from genreward.video.io import VideoError, read_video, validate_video, write_gif, write_mp4
+from genreward.video.latents import LatentEncoderError
 from genreward.video.scripted import ScriptedGenerator
 
 from .conftest import REPO, run_cli
@@ -135,6 +136,27 @@ def test_missing_model_and_mode_mismatch_are_clear(tiny_models, tmp_path, monkey
     assert "goal_video.diffusers.model=/path/to/that/folder" in msg
 
 
+def test_pipeline_folder_without_vae_and_missing_local_folders_are_named(tiny_models, tmp_path):
+    from genreward.video.diffusers_backend import _is_local
+    from genreward.video.latents import load_cogvideox_vae
+
+    broken = tmp_path / "pipe"
+    shutil.copytree(tiny_models["t2v"], broken)
+    shutil.rmtree(broken / "vae")
+    with pytest.raises(GenerationError) as info:
+        _gen(broken).generate(_spec())
+    assert f"local folder {broken}: the pipeline's vae/ subfolder is missing" in str(info.value)
+    assert "config.json" not in str(info.value)  # diffusers would blame the pipeline folder itself
+    with pytest.raises(LatentEncoderError, match=r"pipe: the pipeline's vae/ subfolder is missing"):
+        load_cogvideox_vae(str(broken))
+    # a relative path that cannot be a hub id is a local folder, reported missing with its stage
+    assert _is_local("data/video_model/pipeline") and not _is_local("THUDM/CogVideoX-2b")
+    with pytest.raises(GenerationError, match=r"adapted video model not found at .*: run stage adapt_video_model"):
+        DiffusersGenerator(DiffusersConfig(model="data/video_model/pipeline"))
+    cfg = load_config(REPO / "params.yaml", overrides=["store.data_dir=."])
+    assert cfg.diffusers_config().model == "./video_model/pipeline"  # never read as the hub id video_model/pipeline
+
+
 def test_empty_prompt_and_bad_spec_rejected():
     with pytest.raises(GenerationError, match="empty prompt"):
         _spec(prompt="   ")
@@ -196,9 +218,14 @@ def test_bad_videos_are_clear_errors(data, match):
 
 
 def test_corrupt_and_unsupported_files(tmp_path):
-    (tmp_path / "bad.mp4").write_bytes(b"not a video")
-    with pytest.raises(VideoError, match="could not decode video"):
+    (tmp_path / "bad.mp4").write_text("a text file, not a video\n")
+    with pytest.raises(VideoError) as info:
         read_video(tmp_path / "bad.mp4")
+    msg = str(info.value)  # one line naming the file, not ffmpeg's build banner
+    assert msg.startswith(f"{tmp_path / 'bad.mp4'}: not a readable .mp4 video (ffmpeg: ") and "\n" not in msg
+    assert "ffmpeg version" not in msg and "configuration:" not in msg
+    with pytest.raises(GenerationError, match=r"not a readable \.mp4 video .*set goal_video.file.paths.reach-v3"):
+        FileGenerator(FileConfig(paths={"reach-v3": tmp_path / "bad.mp4"}), "reach-v3").generate(_spec())
     (tmp_path / "x.txt").write_text("x")
     with pytest.raises(VideoError, match="unsupported video format"):
         read_video(tmp_path / "x.txt")

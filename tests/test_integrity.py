@@ -260,3 +260,39 @@ def test_stages_refuse_damaged_inputs_and_record_themselves(tmp_path):
     )
     assert not re.search(r"-f -s", str(e))  # the recorded stage is used as is
     assert not (tmp_path / "fb").exists() and not (tmp_path / "fb_metrics.json").exists()
+
+
+def test_stages_name_the_stage_to_run_for_a_missing_or_unreadable_input(tmp_path):
+    """A missing declared input names the stage that writes it; unreadable FB weights name the
+    file and the stage that rebuilds them."""
+    from genreward.agents.fb import FBModel, save_fb
+    from genreward.config import load_config
+    from stages import finetune_rl, pretrain_fb
+    from stages.table import MissingInputError
+
+    cfg = load_config(REPO / "params.yaml", overrides=[f"store.data_dir={tmp_path}", "tasks=[pick-place-v3]"])
+    with pytest.raises(MissingInputError) as info:
+        pretrain_fb.STAGE.execute(cfg)
+    assert str(info.value) == f"{tmp_path / 'exploration.zarr'} is missing; run `dvc repro collect_exploration` first"
+
+    model = FBModel((3, 64, 64), 4, cfg.fb, "cpu")
+    save_fb(tmp_path / "fb", model)
+    weights = tmp_path / "fb" / "weights.safetensors"
+    weights.write_bytes(np.random.default_rng(0).bytes(4096))
+    run_cfg = load_config(
+        REPO / "params.yaml",
+        overrides=[
+            f"store.data_dir={tmp_path}",
+            "tasks=[pick-place-v3]",
+            "rl.tasks=[pick-place-v3]",
+            "rl.methods=[env_only]",
+            "rl.seeds=[0]",
+            "rl.init_encoder_from_fb=true",
+        ],
+    )
+    _raises(
+        [f"{weights}: not a readable safetensors file (SafetensorError: ", "(`dvc repro -f -s pretrain_fb`)"],
+        finetune_rl.STAGE.execute,
+        run_cfg,
+    )
+    assert not (tmp_path / "rl").exists() or not any((tmp_path / "rl").rglob("run.json"))

@@ -97,6 +97,30 @@ def test_known_answers_on_constructed_probes(light_terms):
     assert abs(rnd["spearman_dense"]) < 0.5 and rnd["voc"] < 0.9
     assert report["methods"]["light"]["mean"]["ms_per_step"] >= 0.0
     assert len(report["curves"]["reach-v3"]["light"]) == 8
+    assert "beta_sweep" not in report  # no combined reward among the methods
+
+
+def test_the_beta_sweep_rescoring_the_combined_reward_per_frame_weight(monkeypatch):
+    """genreward = video + β·frame: with a video term that tracks progress and a frame term that
+    runs against it, β = 0 keeps the progress order and a large β reverses it."""
+    monkeypatch.setitem(TERMS, "video", TermSpec(lambda *a: None, weight="alpha", schedule="step"))
+    monkeypatch.setitem(TERMS, "frame", TermSpec(lambda *a: None, weight="beta", schedule="step"))
+
+    class Dark(Light):
+        def steps(self, frames):
+            return -super().steps(frames)
+
+    probes = {"reach-v3": _probes("reach-v3", 0)}
+    build = lambda task, names: {"video": Light(), "frame": Dark()}  # noqa: E731
+    cfg = RewardConfig(window=4, normalize=False, alpha=1.0, beta=1.0)
+    report = to_json(evaluate(["genreward"], probes, build, cfg, stride=4, confusion=False, beta_sweep=[0.0, 0.5, 2.0]))
+    sweep = {row["beta"]: row for row in report["beta_sweep"]}
+    assert list(sweep) == [0.0, 0.5, 2.0]
+    assert sweep[0.0]["mean"]["voc"] == 1.0 and sweep[0.0]["per_task"]["reach-v3"]["auroc"] == 1.0
+    assert sweep[0.5]["mean"]["voc"] == 1.0  # (1 - 0.5)·light still rises with time
+    assert sweep[2.0]["mean"]["voc"] == -1.0  # (1 - 2)·light falls with time
+    # the method's own row uses the configured β = 1: the terms cancel, the reward is flat
+    assert report["methods"]["genreward"]["per_task"]["reach-v3"]["voc"]["value"] is None
 
 
 def test_a_metric_without_data_is_null_with_its_reason(light_terms):
@@ -146,6 +170,9 @@ def test_benchmark_methods_are_checked_at_load():
     with pytest.raises(ValueError, match="unknown method 'genreward_v2'; choose from genreward, "):
         BenchmarkConfig(methods=("genreward_v2",))
     assert BenchmarkConfig(methods=("dense", "random")).methods == ("dense", "random")
+    with pytest.raises(ValueError, match=r"frame weights must be finite and >= 0, got \[0.5, -1.0\]"):
+        BenchmarkConfig(beta_sweep=(0.5, -1.0))
+    assert BenchmarkConfig(beta_sweep=(1.0, 0.0, 1.0)).beta_sweep == (0.0, 1.0)
 
 
 def test_voc_progress_scores_only_the_steps_up_to_the_first_success():

@@ -16,9 +16,8 @@ checkpoints). :func:`save_fb` writes the model alone and :func:`load_fb` builds 
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
+import warnings
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from torch import nn
 
 from genreward.agents.config import FBConfig
 from genreward.agents.nets import PixelEncoder, RandomShift, mlp, noisy_action, orthogonal_init
-from genreward.training import load_checkpoint, save_checkpoint, train_loop
+from genreward.training import checkpoint_info, load_checkpoint, save_checkpoint, train_loop
 
 
 def project_sphere(x: torch.Tensor, radius: float) -> torch.Tensor:
@@ -261,7 +260,7 @@ def goal_reaching(model: FBModel, ds, episodes: np.ndarray, stride: int) -> dict
     :class:`~genreward.store.episodes.ExplorationDataset`): for each, the goal is its last frame;
     Spearman's ρ between r_FB(s_t, a_t) (every ``stride``-th step) and the steps left to the goal,
     averaged over the episodes (a useful model gives ρ < −0.5)."""
-    from scipy.stats import spearmanr
+    from scipy.stats import ConstantInputWarning, spearmanr
 
     episode = ds.array("episode")
     obs, action = ds.array("obs"), ds.array("action")
@@ -270,7 +269,9 @@ def goal_reaching(model: FBModel, ds, episodes: np.ndarray, stride: int) -> dict
         rows = np.flatnonzero(episode == k)
         goal_row, steps = rows[-1], rows[:-1][::stride]
         r = model.frame_reward(obs[steps], action[steps], goal_frame=obs[goal_row])
-        rho = spearmanr(r, goal_row - steps).correlation
+        with warnings.catch_warnings():  # a constant r has no rank correlation: NaN, skipped below
+            warnings.simplefilter("ignore", ConstantInputWarning)
+            rho = spearmanr(r, goal_row - steps).correlation
         if np.isfinite(rho):
             rhos.append(float(rho))
     return {
@@ -306,7 +307,7 @@ def load_fb(folder, device: str = "cpu") -> FBModel:
 
     Artifacts written before the model/agent split also hold the training target networks
     (``model/target_*``); they are not read."""
-    meta = json.loads((Path(folder) / "meta.json").read_text())["meta"]
+    meta = checkpoint_info(folder)["meta"]
     model = FBModel(tuple(meta["obs_shape"]), int(meta["action_dim"]), FBConfig(**meta["fb_config"]), device)
     load_checkpoint(folder, {"model": model}, None, device=device, skip=("model/target_",))
     return model.eval().requires_grad_(False)

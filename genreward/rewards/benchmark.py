@@ -131,6 +131,7 @@ def evaluate(
     seed: int = 0,
     confusion: bool = True,
     log: Callable[[str], None] = lambda msg: None,
+    beta_sweep: Iterable[float] = (),
 ) -> dict:
     """Score ``methods`` (and the references) on every task's ``probes``.
 
@@ -138,6 +139,9 @@ def evaluate(
     Returns ``{"methods": {method: {"per_task": {task: metrics}, "confusion": matrix and
     metrics}}, "curves": {task: {method: [K] rewards on the first successful expert episode}}}``
     with :class:`~genreward.rewards.metrics.Score` values (:func:`metrics.to_json` turns it into JSON).
+    With ``beta_sweep`` and ``genreward`` among ``methods``, ``"beta_sweep"`` lists the combined
+    reward's metrics with each frame weight β (:data:`SWEEP_METRICS`, per task and mean), from the
+    same raw terms.
     """
     tasks = list(probes)
     length = {p.length for p in probes.values()}
@@ -196,7 +200,22 @@ def evaluate(
                 ),
             }
         report["methods"][method] = entry
+    if "genreward" in methods:
+        report["beta_sweep"] = [_with_beta(beta, per_task, probes, steps, cfg) for beta in beta_sweep]
     return report
+
+
+SWEEP_METRICS = ("voc", "voc_progress", "auroc", "ranking")
+
+
+def _with_beta(beta: float, per_task: Mapping[str, TaskTerms], probes, steps, cfg: RewardConfig) -> dict:
+    """The combined reward's :data:`SWEEP_METRICS` with frame weight ``beta``, per task and mean."""
+    swept = cfg.model_copy(update={"beta": float(beta)})
+    rows = {}
+    for task, tt in per_task.items():
+        q = quality(combine("genreward", tt.raw, tt.stats, swept), probes[task], steps)
+        rows[task] = {k: q[k] for k in SWEEP_METRICS}
+    return {"beta": float(beta), "per_task": rows, "mean": _task_means(rows)}
 
 
 def _method_rewards(method: str, tt: TaskTerms, p: Probes, steps, cfg: RewardConfig, seed: int) -> np.ndarray:

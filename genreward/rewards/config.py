@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -111,7 +112,7 @@ class RewardConfig(BaseModel):
         1.0, ge=0.0, description="weight α of the video-level reward (paper code: 0.01 on the raw cosine)"
     )
     beta: float = Field(
-        1.0, ge=0.0, description="weight β of the frame-level FB reward (paper code: 1e-5 on the raw F·z)"
+        0.25, ge=0.0, description="weight β of the frame-level FB reward (paper code: 1e-5 on the raw F·z)"
     )
     clip_weight: float = Field(
         1.0, ge=0.0, description="weight of the per-step CLIP cosine to the prompt (clip_reward baseline)"
@@ -134,7 +135,7 @@ class RewardConfig(BaseModel):
         "frames of the cosine of single-frame latents, as a fraction of the video, in [0, 1])",
     )
     video_temperature: float = Field(
-        0.05, gt=0.0, le=10.0, description="softmax temperature over cosines of video_score=progress"
+        0.2, gt=0.0, le=10.0, description="softmax temperature over cosines of video_score=progress"
     )
     normalize: bool = Field(True, description="running z-score of each generated term before weighting")
     goal_distance_weight: float = Field(1.0, ge=0.0, description="weight of the goal-frame distance baseline")
@@ -166,6 +167,18 @@ class BenchmarkConfig(BaseModel):
     stride: int = Field(16, ge=1, description="evaluation steps: transitions t with (t+1) % stride == 0")
     confusion: bool = Field(True, description="score each task's reward on the other tasks' expert episodes")
     seed: int = Field(0, ge=0, description="seed of the random-reward floor")
+    beta_sweep: tuple[float, ...] = Field(
+        (0.0, 0.1, 0.25, 0.5, 1.0),
+        description="frame weights β the combined reward (genreward, α as set) is also scored with, from the "
+        "same raw terms (report section beta_sweep); choose β on a held-out probe set (another probes.seed)",
+    )
+
+    @field_validator("beta_sweep")
+    @classmethod
+    def _betas(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b < 0 or not math.isfinite(b) for b in v):
+            raise ValueError(f"frame weights must be finite and >= 0, got {list(v)}")
+        return tuple(sorted(set(v)))
 
     @field_validator("methods")
     @classmethod

@@ -8,8 +8,10 @@ way as real CogVideoX weights).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,43 @@ log = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "on"}
 
 
+# A hub id is NAME or OWNER/NAME (huggingface_hub's rule, without its length and '--'/'..' checks).
+_HUB_ID = re.compile(r"[\w.\-]+(/[\w.\-]+)?")
+
+
 def _is_local(model: str) -> bool:
-    return Path(model).expanduser().exists() or model.startswith(("/", "./", "../", "~"))
+    """``model`` names a local folder: one that exists, an explicit path (``/``, ``./``, ``../``,
+    ``~``), or a path no hub id can be (``data/video_model/pipeline``: a hub id has one ``/`` at
+    most), so that a missing local folder is reported as missing, not looked up on the hub."""
+    return (
+        Path(model).expanduser().exists()
+        or model.startswith(("/", "./", "../", "~"))
+        or _HUB_ID.fullmatch(model) is None
+    )
+
+
+def pipeline_problem(folder: str | Path, component: str | None = None) -> str | None:
+    """What keeps the diffusers pipeline folder ``folder`` from loading, in a phrase (None: its
+    layout looks complete): no ``model_index.json``, or a sub-model folder that ``model_index.json``
+    lists (``component``: only that one, e.g. ``"vae"``) is missing."""
+    folder = Path(folder)
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return "no model_index.json"
+    try:
+        listed = json.loads(index.read_text())
+    except (OSError, ValueError) as e:
+        return f"model_index.json is unreadable ({type(e).__name__})"
+    names = [
+        name
+        for name, value in listed.items()
+        if not name.startswith("_") and isinstance(value, list) and value and value[0] is not None
+    ]
+    missing = [n for n in names if (component is None or n == component) and not (folder / n).is_dir()]
+    if not missing:
+        return None
+    subfolders = ", ".join(f"{n}/" for n in missing)
+    return f"the pipeline's {subfolders} subfolder{'s are' if len(missing) > 1 else ' is'} missing"
 
 
 def offline() -> bool:
@@ -117,6 +154,10 @@ class DiffusersGenerator:
         return self._pipe
 
     def _load(self):
+        source = str(self.model_path) if self.local else self.cfg.model
+        if self.local and (problem := pipeline_problem(source)) is not None:
+            # diffusers would name the wrong folder ("no file named config.json found in <folder>")
+            raise GenerationError(self._load_error(source, problem))
         import torch
         from diffusers import CogVideoXImageToVideoPipeline, CogVideoXPipeline
 
@@ -124,7 +165,6 @@ class DiffusersGenerator:
 
         cls = CogVideoXImageToVideoPipeline if self.cfg.mode == "i2v" else CogVideoXPipeline
         dtype = getattr(torch, self.torch_dtype_name)
-        source = str(self.model_path) if self.local else self.cfg.model
         import diffusers
         from packaging.version import Version
 
@@ -167,7 +207,7 @@ class DiffusersGenerator:
         )
         return pipe
 
-    def _load_error(self, source: str, err: Exception) -> str:
+    def _load_error(self, source: str, err: Exception | str) -> str:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if self.local:
             where = f"local folder {Path(source).resolve()}"
@@ -175,6 +215,8 @@ class DiffusersGenerator:
                 "it must be a diffusers pipeline folder (model_index.json, "
                 "transformer/, vae/, text_encoder/, tokenizer/, scheduler/)"
             )
+            if self.cfg.use_adapted and self.cfg.lora is None:  # the adapted model: its stage rebuilds it
+                fix += "; rebuild it with `dvc repro -f -s adapt_video_model`"
         else:
             hf_home = os.environ.get("HF_HOME", str(Path("~/.cache/huggingface").expanduser()))
             mode = "offline (local cache only)" if self.local_files_only else "hub"

@@ -10,7 +10,7 @@ import numpy as np
 from genreward.store.hashing import hash_file
 from genreward.video.base import GenerationError, VideoSpec
 from genreward.video.config import FileConfig
-from genreward.video.io import read_video, resample_frames, resize_video
+from genreward.video.io import VideoError, read_video, resample_frames, resize_video
 
 
 class FileGenerator:
@@ -23,8 +23,9 @@ class FileGenerator:
                 f"(has: {sorted(cfg.paths) or 'none'})"
             )
         self.path = Path(cfg.paths[task])
+        self.key = f"goal_video.file.paths.{task}"
         if not self.path.is_file():
-            raise GenerationError(f"goal video file for {task!r} not found: {self.path.resolve()}")
+            raise GenerationError(f"goal video file for {task!r} not found: {self.path.resolve()} ({self.key})")
         self._hash = hash_file(self.path)
 
     def identity(self) -> dict[str, Any]:
@@ -34,7 +35,10 @@ class FileGenerator:
         return {**self.identity(), "path": str(self.path)}
 
     def generate(self, spec: VideoSpec) -> np.ndarray:
-        video = read_video(self.path)
+        try:
+            video = read_video(self.path)
+        except VideoError as e:
+            raise GenerationError(f"{e}; set {self.key} to a video file (.mp4, .gif or .npy)") from None
         if len(video) < 2:
             raise GenerationError(f"{self.path}: a goal video needs at least 2 frames, found {len(video)}")
         return resize_video(resample_frames(video, spec.num_frames), spec.height, spec.width)

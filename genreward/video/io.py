@@ -88,8 +88,20 @@ def read_video(path: str | Path) -> np.ndarray:
     except VideoError:
         raise
     except Exception as e:
-        raise VideoError(f"{path}: could not decode video ({type(e).__name__}: {e})") from None
+        raise VideoError(f"{path}: not a readable {suffix} video ({_decoder_reason(e)})") from None
     return validate_video(data, name=str(path))
+
+
+def _decoder_reason(err: Exception) -> str:
+    """One line on why a decoder refused a file. ffmpeg's errors carry its whole log (the build
+    banner first): keep the log's last line, which says what was wrong with the input."""
+    text = str(err)
+    if "=== stderr ===" in text:
+        lines = [ln.strip() for ln in text.split("=== stderr ===", 1)[1].splitlines() if ln.strip()]
+        if lines:
+            return f"ffmpeg: {lines[-1].rsplit(': ', 1)[-1][:200]}"
+    first = text.strip().splitlines()[0][:200] if text.strip() else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def write_gif(path: str | Path, video: np.ndarray, fps: float = 8.0, scale: int = 1) -> Path:

@@ -174,6 +174,14 @@ def load_cogvideox_vae(source: str, memo_file: str | Path | None = None):
     try:
         if path.exists():
             folder = path / "vae" if (path / "vae" / "config.json").exists() else path
+            if folder == path and (path / "model_index.json").is_file():  # a pipeline folder without its VAE
+                from genreward.video.diffusers_backend import pipeline_problem
+
+                problem = pipeline_problem(path, "vae") or "its vae/ subfolder has no config.json"
+                raise LatentEncoderError(
+                    f"diffusers pipeline folder {path.resolve()}: {problem} (the latent encoder loads vae/); "
+                    "copy the complete pipeline folder, or set latents.vae=path and latents.path to a VAE folder"
+                )
             if not (folder / "config.json").exists():
                 raise LatentEncoderError(
                     f"no CogVideoX VAE in {path.resolve()} (expected vae/config.json or config.json)"
