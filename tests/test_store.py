@@ -185,6 +185,7 @@ def test_cache_miss_then_hit_without_building(tmp_path):
     assert cache.get_or_create({**inputs, "seed": 1}, create).hit is False and len(calls) == 2
     entry = json.loads((first.path / "entry.json").read_text())
     assert entry["inputs"] == inputs and entry["key"] == first.key
+    assert list((tmp_path / "goal_videos" / ".locks").iterdir()) == []  # no lock file left per entry
 
 
 def test_cache_failed_build_leaves_no_entry(tmp_path):
@@ -230,6 +231,7 @@ def test_concurrent_writers_produce_one_entry(tmp_path):
     entries = ContentCache(tmp_path / "cache", "goal_videos").entries()
     assert [e.key for e in entries] == [keys[0]]
     assert [p.name for p in (tmp_path / "cache" / "goal_videos").iterdir() if not p.name.startswith(".")] == [keys[0]]
+    assert list((tmp_path / "cache" / "goal_videos" / ".locks").iterdir()) == []
 
 
 def test_cache_cli_ls_show_rm(tmp_path):

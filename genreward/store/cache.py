@@ -76,9 +76,11 @@ class ContentCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         locks = self.dir / ".locks"
         locks.mkdir(exist_ok=True)
-        with FileLock(str(locks / f"{key}.lock"), timeout=self.lock_timeout):
+        lock = locks / f"{key}.lock"
+        with FileLock(str(lock), timeout=self.lock_timeout):
             hit = self.get(key)
             if hit is not None:
+                lock.unlink(missing_ok=True)
                 return CacheResult(key, hit, True)
             target = self.path(key)
             with atomic_dir(target) as tmp:
@@ -92,6 +94,9 @@ class ContentCache:
                     "inputs": json.loads(canonical_json(dict(inputs))),
                 }
                 (tmp / ENTRY_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+            # The entry exists, so no later caller takes this lock (they return on the first
+            # get()); one still waiting holds the file open and finds the entry once it gets it.
+            lock.unlink(missing_ok=True)
         return CacheResult(key, target, False)
 
     def entries(self) -> list[CacheEntry]:
