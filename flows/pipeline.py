@@ -16,7 +16,6 @@ versioned artifacts.
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.cache_policies import NO_CACHE
 
 from flows.common import load_run_config, stage_task
 from stages.table import dag
@@ -62,8 +61,8 @@ def dag_flow(
     nodes = dag(cfg, start=RL_STAGES if rl_only else ())
     futures = []
     for node in nodes:
-        # No Prefect result records and no Prefect cache: the stages' artifacts are the results.
-        submit = stage_task.with_options(task_run_name=node.label, persist_result=False, cache_policy=NO_CACHE).submit
+        # stage_task keeps no Prefect result record and no Prefect cache: the artifacts are the results
+        submit = stage_task.with_options(task_run_name=node.label).submit
         futures.append(submit(node.stage.name, cfg, node.item, wait_for=[futures[i] for i in node.after]))
     results = [f.result() for f in futures]  # raises if any item failed
     return results[-1]  # the last item in DAG order: the report

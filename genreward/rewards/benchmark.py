@@ -89,6 +89,14 @@ def progress_steps(steps: np.ndarray, probes: Probes, episode: int) -> int:
     return int(np.searchsorted(steps, success[0], side="left")) + 1
 
 
+def _expert_voc(episodes: Iterable[np.ndarray]) -> M.MeanScore:
+    """Mean VOC over the successful expert episodes' rewards; null with the reason when there is none."""
+    episodes = list(episodes)
+    if not episodes:
+        return M.MeanScore(M.Score.missing("no successful expert episode"), 0, 0)
+    return M.mean_value_order_correlation(episodes)
+
+
 def quality(rewards: np.ndarray, probes: Probes, steps: np.ndarray) -> dict[str, M.Score | M.MeanScore]:
     """The single-task metrics of per-step rewards [N, K] at ``steps`` on ``probes``."""
     experts = probes.expert_successes()
@@ -96,12 +104,8 @@ def quality(rewards: np.ndarray, probes: Probes, steps: np.ndarray) -> dict[str,
     ok = probes.episode_success
     dense = probes.dense[:, steps]
     out: dict[str, M.Score | M.MeanScore] = {
-        "voc": M.mean_value_order_correlation(rewards[experts])
-        if len(experts)
-        else M.MeanScore(M.Score.missing("no successful expert episode"), 0, 0),
-        "voc_progress": M.mean_value_order_correlation(rewards[i, : progress_steps(steps, probes, i)] for i in experts)
-        if len(experts)
-        else M.MeanScore(M.Score.missing("no successful expert episode"), 0, 0),
+        "voc": _expert_voc(rewards[i] for i in experts),
+        "voc_progress": _expert_voc(rewards[i, : progress_steps(steps, probes, i)] for i in experts),
         "auroc": M.auroc(episode[ok], episode[~ok]),
         "ranking": M.pairwise_ranking_accuracy(episode, probes.dense.sum(axis=1)),
         "spearman_dense": M.spearman(rewards.ravel(), dense.ravel()),

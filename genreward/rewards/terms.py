@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from genreward.rewards.base import RewardInputError
+from genreward.rewards.config import RewardConfig
 from genreward.store.hashing import hash_array, hash_tree, stable_hash
 
 
@@ -53,6 +54,11 @@ def window_frames(frames: np.ndarray, t: int, window: int) -> np.ndarray:
     if start >= 0:
         return frames[start : t + 2]
     return np.concatenate([np.repeat(frames[:1], -start, axis=0), frames[: t + 2]])
+
+
+def frame_latents(encoder, frames: np.ndarray) -> np.ndarray:
+    """Flattened single-frame VAE latents float32 [N, D] of frames uint8 [N, 3, H, W]."""
+    return encoder.encode_frames(frames.transpose(0, 2, 3, 1)).reshape(len(frames), -1)
 
 
 class WindowScores:
@@ -112,7 +118,7 @@ class VideoReward(WindowScores):
         baseline: str = "none",
         score: str = "cosine",
         goal_frames: np.ndarray | None = None,
-        temperature: float = 0.05,
+        temperature: float = RewardConfig.model_fields["video_temperature"].default,
     ):
         if baseline not in ("none", "reset"):
             raise RewardInputError(f"video baseline {baseline!r}: choose none or reset")
@@ -182,8 +188,7 @@ class VideoReward(WindowScores):
         return out
 
     def _frame_codes(self, frames: np.ndarray) -> np.ndarray:
-        """Flattened single-frame latents float64 [N, D] of frames uint8 [N, 3, H, W]."""
-        return self.encoder.encode_frames(frames.transpose(0, 2, 3, 1)).reshape(len(frames), -1).astype(np.float64)
+        return frame_latents(self.encoder, frames).astype(np.float64)
 
     def still_latent(self, frame: np.ndarray) -> np.ndarray:
         """The flattened latent of a clip that shows ``frame`` uint8 [3, H, W] throughout."""
@@ -348,7 +353,7 @@ class GoalDistance(NextFrameScores):
     def _codes(self, frames: np.ndarray) -> np.ndarray:
         if self.encoder is None:
             return frames.reshape(len(frames), -1).astype(np.float32) / 255.0
-        return self.encoder.encode_frames(frames.transpose(0, 2, 3, 1)).reshape(len(frames), -1)
+        return frame_latents(self.encoder, frames)
 
     def steps(self, frames: np.ndarray) -> np.ndarray:
         frames = _frames(frames)
