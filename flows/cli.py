@@ -23,6 +23,10 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect the content-addressed caches (goal videos, ...).")
 app.add_typer(cache_app, name="cache")
+server_app = typer.Typer(
+    no_args_is_help=True, help="A local Prefect server that stage runs (and dvc repro) reuse: start, stop, status."
+)
+app.add_typer(server_app, name="server")
 
 ParamsOpt = typer.Option("params.yaml", "--params", "-p", help="params file")
 ProfileOpt = typer.Option(None, "--profile", help="profile overlay from params.yaml (laptop, paper, ...)")
@@ -57,6 +61,9 @@ def _fail(msg: str, code: int = 2) -> None:
 def _flows() -> None:
     """Import the flows package (Prefect's settings and logging) and, unless --debug, keep
     Prefect's copies of a failure off the console (the run still records them; see flows/errors.py)."""
+    from flows.server import use_running_server
+
+    use_running_server()  # before Prefect is imported: no server start per stage
     import flows  # noqa: F401
 
     if not _debug():
@@ -144,11 +151,17 @@ def deployments(
     write: bool = typer.Option(False, "--write", help="write prefect.yaml (default: print it)"),
     check: bool = typer.Option(False, "--check", help="exit 1 if prefect.yaml is not what the stage table generates"),
     path: Path = typer.Option(Path("prefect.yaml"), help="the file to write or check"),
+    git_repo: Optional[str] = typer.Option(
+        None, "--git-repo", help="flow runs start in a clone of this git repository (default: this checkout)"
+    ),
+    branch: str = typer.Option("main", help="with --git-repo: the branch to clone"),
 ) -> None:
     """Generate prefect.yaml (one deployment per stage, one for the pipeline) from the stage table."""
     from flows.deployments import render
 
-    text = render()
+    if check and git_repo:
+        _fail("--check compares with the committed file, which has no --git-repo; drop one of them")
+    text = render(git_repo=git_repo, branch=branch)
     if check:
         if not path.is_file() or path.read_text() != text:
             _fail(f"{path} is not what the stage table generates; run `genreward deployments --write`", 1)
@@ -246,6 +259,42 @@ def doctor() -> None:
     import torchvision
 
     typer.echo(f"torchvision {torchvision.__version__}: {notes.get(status, status)}")
+
+
+# -- server ------------------------------------------------------------------------------
+@server_app.command("start")
+def server_start(
+    host: str = typer.Option("127.0.0.1", help="interface to listen on (127.0.0.1: this machine only)"),
+    port: int = typer.Option(4200, help="port of the API and UI"),
+) -> None:
+    """Start a Prefect server in the background and wait until it answers; print its URL."""
+    from flows.server import start
+
+    try:
+        url = start(host, port)
+    except RuntimeError as e:
+        _fail(str(e), 1)
+    typer.echo(f"Prefect server at {url} (UI: {url[: -len('/api')]}); `genreward stage` and dvc repro use it")
+    typer.echo(f"for prefect commands in this shell: export PREFECT_API_URL={url}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the server `genreward server start` started."""
+    from flows.server import stop
+
+    typer.echo("stopped the Prefect server" if stop() else "no server was started by genreward server start")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Print the URL of the running server (exit 1 when none answers)."""
+    from flows.server import running
+
+    url = running()
+    if url is None:
+        _fail("no Prefect server started by `genreward server start` answers; stage runs start their own", 1)
+    typer.echo(url)
 
 
 # -- cache -------------------------------------------------------------------------------

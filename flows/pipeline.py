@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.common import load_run_config, stage_task
+from flows.artifacts import label_flow_run, run_tags
+from flows.common import load_run_config, stage_task, submit_options
 from stages.table import dag
 
 RL_STAGES = ("finetune_rl",)  # where `rl_only` starts: the runs and what reads them
@@ -50,6 +51,8 @@ def dask_runner(address: str | None, n_workers: int, dashboard_address: str = f"
         return DaskTaskRunner(address=address)
     # Stages start env worker processes of their own, which daemonic Dask workers may not do.
     dask.config.set({"distributed.worker.daemon": False})
+    # each worker's torch stages take their share of the cores (genreward/runtime.py)
+    dask.config.set({"distributed.nanny.environ": {"GENREWARD_THREAD_SHARE": str(n_workers)}})
     return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(n_workers, dashboard_address))
 
 
@@ -62,7 +65,7 @@ def dag_flow(
     futures = []
     for node in nodes:
         # stage_task keeps no Prefect result record and no Prefect cache: the artifacts are the results
-        submit = stage_task.with_options(task_run_name=node.label).submit
+        submit = stage_task.with_options(**submit_options(node.stage.name, cfg, node.item)).submit
         futures.append(submit(node.stage.name, cfg, node.item, wait_for=[futures[i] for i in node.after]))
     results = [f.result() for f in futures]  # raises if any item failed
     return results[-1]  # the last item in DAG order: the report
@@ -86,6 +89,7 @@ def pipeline_flow(
         dask_address: an existing Dask scheduler (null: runtime.dask_address, else a local cluster)
     """
     cfg = load_run_config(params, profile, overrides)
+    label_flow_run(f"pipeline{' rl_only' if rl_only else ''} {cfg.profile}", [*run_tags(cfg), "pipeline"])
     address = dask_address or cfg.runtime.dask_address
     get_run_logger().info(
         "genreward pipeline: profile %s, %s, Dask %s",

@@ -9,6 +9,7 @@ Prefect tasks. A stage gets a hand-written flow only where Prefect does real wor
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from prefect import Flow, flow
 
@@ -20,13 +21,27 @@ CUSTOM: dict[str, str] = {
     "generate_goal_videos": "flows.generate_goal_videos:generate_goal_videos_flow",
 }
 
-_PARAM_DOCS = """
+
+def _choices() -> tuple[str, str]:
+    """Profiles and tasks of this repository's params.yaml, for the parameter descriptions."""
+    try:
+        import yaml
+
+        raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+        return ", ".join(raw.get("profiles", {})), ", ".join(raw.get("tasks", []))
+    except Exception:  # descriptions only: never fail an import over them
+        return "see params.yaml", "see params.yaml"
+
+
+_PROFILES, _TASKS = _choices()
+_PARAM_DOCS = f"""
     Args:
-        params: the params file (relative to the working directory of the run)
-        profile: profile overlay from the params file (laptop, paper, ...); null: the file's `profile`
-        overrides: KEY=VALUE overrides applied after the profile (e.g. ["rl.steps=4096"]), recorded with every artifact
+        params: the params file, relative to the run's working directory (default params.yaml)
+        profile: a profile of the params file ({_PROFILES}); null: the file's own `profile` key
+        overrides: KEY=VALUE strings applied after the profile, dotted keys, values in YAML (e.g.
+            ["rl.steps=4096", "rl.methods=[genreward]"]); validated, recorded with every artifact
 """
-_TASK_DOC = "        task: run only this task's items (null: every task)\n"
+_TASK_DOC = f"        task: run only this task's items (one of the config's tasks, e.g. {_TASKS}); null: every task\n"
 
 
 def make_flow(stage: Stage) -> Flow:

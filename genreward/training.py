@@ -181,7 +181,7 @@ def train_loop(
     good checkpoint, which stays untouched. ``on_step(step_done)`` runs after every update
     (sample GIFs, say).
     """
-    from tqdm.auto import tqdm
+    from genreward.progress import progress_bar
 
     ckpt_dir = Path(ckpt_dir)
     start, history = 0, []
@@ -190,19 +190,21 @@ def train_loop(
         meta = load_checkpoint(ckpt_dir, modules, optimizers, device=device, fix=fix)
         start, history = int(meta["step"]), list(meta.get("history", []))
     last_good = start
-    for step in tqdm(range(start, steps), initial=start, total=steps, desc=desc, disable=not progress):
-        try:
-            metrics = update(step)
-        except FloatingPointError as e:
-            raise TrainingDiverged(
-                f"{desc} training diverged at update {step}: {e}. The last good checkpoint "
-                f"(update {last_good}) is kept in {ckpt_dir}" + (f"; {hint}" if hint else "")
-            ) from None
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            history.append({"step": step + 1, **metrics})
-        if (step + 1) % every == 0 or step + 1 == steps:
-            save_checkpoint(ckpt_dir, modules, optimizers, {"step": step + 1, "history": history})
-            last_good = step + 1
-        if on_step is not None:
-            on_step(step + 1)
+    with progress_bar(steps, desc, enabled=progress, unit="update", initial=start) as bar:
+        for step in range(start, steps):
+            try:
+                metrics = update(step)
+            except FloatingPointError as e:
+                raise TrainingDiverged(
+                    f"{desc} training diverged at update {step}: {e}. The last good checkpoint "
+                    f"(update {last_good}) is kept in {ckpt_dir}" + (f"; {hint}" if hint else "")
+                ) from None
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                history.append({"step": step + 1, **metrics})
+            if (step + 1) % every == 0 or step + 1 == steps:
+                save_checkpoint(ckpt_dir, modules, optimizers, {"step": step + 1, "history": history})
+                last_good = step + 1
+            if on_step is not None:
+                on_step(step + 1)
+            bar.update()
     return history

@@ -105,11 +105,11 @@ def _collect_one(
     if resumed:
         log.info("%s: resuming after %d committed episodes", path.name, resumed)
     explorer_for_task = _explorers(cfg, algorithm, plan, writer, seed)
-    from tqdm.auto import tqdm
+    from genreward.progress import progress_bar
 
     t0 = time.perf_counter()
-    with tqdm(
-        total=plan.total, initial=resumed, desc=f"collect {algorithm}", unit="ep", disable=not cfg.runtime.progress
+    with progress_bar(
+        plan.total, f"collect {algorithm}", enabled=cfg.runtime.progress, unit="episode", initial=resumed
     ) as bar:
         stats = collect(
             writer,

@@ -125,6 +125,15 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     return metrics
 
 
+def report(cfg: Config, item, inputs: dict[str, Path], outputs: dict[str, Path], summary: dict) -> list:
+    """Final return and success per task and method, one row each."""
+    from stages.reports import Table, rows_of
+
+    rows = [{"task": t, "method": m, **v} for t, per in summary.items() for m, v in per.items()]
+    columns = ["task", "method", "return_mean", "return_std", "success_rate", "seeds", "steps"]
+    return [Table("evaluate-final", rows_of(rows, columns), "final evaluation per task and method (mean over seeds)")]
+
+
 STAGE = Stage(
     "evaluate",
     "Curves, metrics and the methods × tasks table of the finetune_rl runs",
@@ -137,4 +146,5 @@ STAGE = Stage(
         "plots": "{reports}/plots",
     },
     params=("rl_runs",),
+    report=report,
 )

@@ -208,6 +208,15 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     return {m: e["mean"] for m, e in report["methods"].items()}
 
 
+def report(cfg: Config, item, inputs: dict[str, Path], outputs: dict[str, Path], summary: dict) -> list:
+    """Each reward method's mean over tasks of every benchmark metric, one row per method."""
+    from stages.reports import Table, rows_of
+
+    rows = [{"method": m, **means} for m, means in summary.items()]
+    columns = ["method"] + sorted({k for means in summary.values() for k in means})
+    return [Table("evaluate-rewards-methods", rows_of(rows, columns), "reward methods, mean over tasks")]
+
+
 STAGE = Stage(
     "evaluate_rewards",
     "Every reward method scored offline on the probe episodes (VOC, AUROC, EPIC, task confusion, cost)",
@@ -226,4 +235,5 @@ STAGE = Stage(
         "plots": "{reports}/reward_quality",
     },
     params=("tasks", "prompts", "env", "goal_video", "video_model", "latents", "keyframes", "rewards", "benchmark"),
+    report=report,
 )

@@ -110,6 +110,23 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     return summary
 
 
+def report(cfg: Config, item, inputs: dict[str, Path], outputs: dict[str, Path], summary: dict) -> list:
+    """The run's evaluations of the noise-free policy, as a table (the learning curve)."""
+    import pandas as pd
+
+    from stages.reports import Table, artifact_key, rows_of
+
+    evals = pd.read_parquet(outputs["run"] / "eval.parquet")
+    columns = [c for c in ("step", "return_mean", "return_std", "success_rate") if c in evals.columns]
+    return [
+        Table(
+            artifact_key("finetune_rl", item.label, "evaluations"),
+            rows_of(evals.to_dict("records"), columns),
+            f"{item.label}: evaluations of the noise-free policy (dense env return, success rate)",
+        )
+    ]
+
+
 STAGE = Stage(
     "finetune_rl",
     "Online RL on the generated rewards (and the baselines), per task × method × seed",
@@ -125,4 +142,5 @@ STAGE = Stage(
     },
     outputs={"run": "{data}/rl/{task}/{method}/seed{seed}"},
     params=("env", "goal_video", "video_model", "rl", "rewards", "latents", "keyframes"),
+    report=report,
 )

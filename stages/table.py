@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Literal, Mapping
 
 from genreward.config import Config
+from genreward.runtime import configure_process
 from genreward.store.artifacts import ArtifactError
 from genreward.store.provenance import producer
 
@@ -93,6 +94,8 @@ class Stage:
     inputs: Mapping[str, str] = field(default_factory=dict)  # name -> path template
     outputs: Mapping[str, str] = field(default_factory=dict)  # name -> path template
     params: tuple[str, ...] = ()  # resolved views (data/params/<view>.json); "{task}" is filled per item
+    # extra tables/markdown/images to show for a finished item (stages/reports.py); optional
+    report: Callable[..., list] | None = None
     module: str = field(default="", compare=False)  # filled by :func:`table`
 
     @property
@@ -126,9 +129,13 @@ class Stage:
 
         The artifacts it writes record this stage as their producer. A declared input that does
         not exist (an :class:`ArtifactError` or ``FileNotFoundError`` about it or a file in it)
-        becomes a :class:`MissingInputError` naming the stage that writes it. An
+        becomes a :class:`MissingInputError` naming it, every other declared input that is
+        missing too (what ``dvc repro`` of this stage will need), and the stages that write them.
+        Inputs are checked when read, not up front: a declared input that a configuration does
+        not use (the video model, for scripted goal videos) may be absent. An
         :class:`ArtifactError` about an input that does not record its producer (written by an
         older version, or outside a stage) gets the command that rebuilds it, from the stage table."""
+        configure_process(cfg.runtime.threads, malloc_tuning=cfg.runtime.malloc_tuning)
         inputs, outputs = self.paths(cfg, item)
         try:
             with producer(stage=self.name):
@@ -137,8 +144,9 @@ class Stage:
             raise
         except (ArtifactError, FileNotFoundError) as e:
             missing = _missing_input(cfg, inputs, e)
-            if missing is not None:
-                raise missing.with_traceback(e.__traceback__) from None
+            if missing is not None:  # name every missing declared input, not only the first one read
+                everything = missing_inputs(cfg, inputs) or missing
+                raise everything.with_traceback(e.__traceback__) from None
             if not isinstance(e, ArtifactError):
                 raise
             writer = None
@@ -213,6 +221,31 @@ def path_under(a: str | Path, b: str | Path) -> bool:
 
 class MissingInputError(FileNotFoundError):
     """A stage's input does not exist; the message names the stage that writes it."""
+
+
+def missing_inputs(cfg: Config, inputs: Paths) -> MissingInputError | None:
+    """One error naming every declared input of ``inputs`` that does not exist, with the stages
+    (DVC stages, Prefect deployments) that write them; ``None`` when all exist."""
+    absent = {k: p for k, p in inputs.items() if not p.exists()}
+    if not absent:
+        return None
+    writers: dict[str, None] = {}
+    for path in absent.values():
+        try:
+            writer = producer_of(cfg, path)
+        except Exception:  # a config the table cannot expand: name the path only
+            writer = None
+        if writer is not None:
+            writers[writer] = None
+    paths = ", ".join(str(p) for p in absent.values())
+    what = f"{paths} {'is' if len(absent) == 1 else 'are'} missing"
+    if not writers:
+        return MissingInputError(f"{what}; no stage writes {'it' if len(absent) == 1 else 'them'}")
+    names = " ".join(writers)
+    deployments = ", ".join(f"'{n.replace('_', '-')}/{n}'" for n in writers)
+    return MissingInputError(
+        f"{what}; run `dvc repro {names}` first (Prefect deployment{'s' if len(writers) > 1 else ''} {deployments})"
+    )
 
 
 def _missing_input(cfg: Config, inputs: Paths, err: Exception) -> MissingInputError | None:

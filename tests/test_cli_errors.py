@@ -154,7 +154,10 @@ def test_runtime_error_is_short_recorded_by_prefect_and_debug_shows_everything(t
     params = tiny_params(yaml.safe_load((REPO / "params.yaml").read_text()))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {"PREFECT_HOME": str(tmp_path / "prefect")}
-    message = "error: data/exploration.zarr is missing; run `dvc repro collect_exploration` first"
+    message = (
+        "error: data/exploration.zarr is missing; run `dvc repro collect_exploration` first "
+        "(Prefect deployment 'collect-exploration/collect_exploration')"
+    )
 
     res = _genreward("stage", "pretrain_fb", cwd=tmp_path, env=env)
     lines = _lines(res)

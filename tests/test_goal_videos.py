@@ -137,7 +137,7 @@ def test_missing_model_and_mode_mismatch_are_clear(tiny_models, tmp_path, monkey
 
 
 def test_pipeline_folder_without_vae_and_missing_local_folders_are_named(tiny_models, tmp_path):
-    from genreward.video.diffusers_backend import _is_local
+    from genreward.video.diffusers_backend import is_local
     from genreward.video.latents import load_cogvideox_vae
 
     broken = tmp_path / "pipe"
@@ -150,7 +150,7 @@ def test_pipeline_folder_without_vae_and_missing_local_folders_are_named(tiny_mo
     with pytest.raises(LatentEncoderError, match=r"pipe: the pipeline's vae/ subfolder is missing"):
         load_cogvideox_vae(str(broken))
     # a relative path that cannot be a hub id is a local folder, reported missing with its stage
-    assert _is_local("data/video_model/pipeline") and not _is_local("THUDM/CogVideoX-2b")
+    assert is_local("data/video_model/pipeline") and not is_local("THUDM/CogVideoX-2b")
     with pytest.raises(GenerationError, match=r"adapted video model not found at .*: run stage adapt_video_model"):
         DiffusersGenerator(DiffusersConfig(model="data/video_model/pipeline"))
     cfg = load_config(REPO / "params.yaml", overrides=["store.data_dir=."])

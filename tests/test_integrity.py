@@ -273,7 +273,10 @@ def test_stages_name_the_stage_to_run_for_a_missing_or_unreadable_input(tmp_path
     cfg = load_config(REPO / "params.yaml", overrides=[f"store.data_dir={tmp_path}", "tasks=[pick-place-v3]"])
     with pytest.raises(MissingInputError) as info:
         pretrain_fb.STAGE.execute(cfg)
-    assert str(info.value) == f"{tmp_path / 'exploration.zarr'} is missing; run `dvc repro collect_exploration` first"
+    assert str(info.value) == (
+        f"{tmp_path / 'exploration.zarr'} is missing; run `dvc repro collect_exploration` first "
+        "(Prefect deployment 'collect-exploration/collect_exploration')"
+    )
 
     model = FBModel((3, 64, 64), 4, cfg.fb, "cpu")
     save_fb(tmp_path / "fb", model)

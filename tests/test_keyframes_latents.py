@@ -196,3 +196,14 @@ def test_stages_write_keyframes_plot_and_latents(tmp_path, expert_videos):
             {"goal_video": tmp_path / "keyframes" / "pick-place-v3.zarr"},
             {"keyframe": tmp_path / "k2.zarr", "plot": tmp_path / "k2.png"},
         )
+
+
+def test_a_missing_local_vae_folder_is_reported_missing_never_looked_up_on_the_hub(tmp_path, monkeypatch):
+    """The default latents.path is relative (data/video_model/pipeline): absent, it is a missing
+    local folder (which the stage table maps to the stage that writes it), not a hub id."""
+    from genreward.video.latents import load_cogvideox_vae
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="CogVideoX VAE folder not found: .*data/video_model/pipeline") as info:
+        load_cogvideox_vae("data/video_model/pipeline")
+    assert info.value.filename == "data/video_model/pipeline"

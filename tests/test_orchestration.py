@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, copy_project
 
 BIN = Path(sys.executable).parent
 
@@ -25,83 +25,118 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def prefect_server(tmp_path):
-    """A real `prefect server start --host 127.0.0.1` with its own database, torn down after."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_UI_ENABLED": "false",
-    }
-    env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("prefect server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
-    yield env
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
-    log.close()
+def _readme_bash_after(marker: str) -> str:
+    """The first ```bash block after ``marker`` in the README."""
+    text = (REPO / "README.md").read_text()
+    rest = text[text.index(marker) :]
+    return rest.split("```bash\n", 1)[1].split("```", 1)[0]
 
 
-def _prefect(env, *args, timeout=300):
-    res = subprocess.run(
-        [str(BIN / "prefect"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert res.returncode == 0, f"prefect {' '.join(args)}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-    return res
+_QUERY = """
+import json
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+
+out = []
+with get_client(sync_client=True) as client:
+    for run in client.read_flow_runs():
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+        out.append({
+            "flow": str(run.flow_id), "deployment": str(run.deployment_id), "name": run.name, "tags": run.tags,
+            "state": run.state_type.value,
+            "logs": [log.message for log in logs],
+            "artifacts": {a.key: {"type": a.type, "data": a.data if isinstance(a.data, str) else json.dumps(a.data)}
+                          for a in arts if a.key},
+        })
+print("RESULT " + json.dumps(out))
+"""
 
 
-def test_deployment_runs_a_stage_on_a_loopback_server_with_overrides(prefect_server, tmp_path):
+@pytest.mark.timeout(1200)
+def test_readme_prefect_loop_runs_as_pasted_and_runs_show_logs_artifacts_names_and_tags(tmp_path):
+    """The README's Prefect block, run on a copy of the repository (only the port changed): a
+    local server, the work pool, every deployment, a process worker, two stage deployments.
+    Then, through the API: each run has the stage's and the library's log lines, its artifacts
+    (markdown summary, table of numbers, image previews), its name and tags; the README's RL
+    example on a fresh clone fails naming every missing input and the deployments that write them."""
     import zarr
 
-    env = prefect_server
-    _prefect(env, "work-pool", "create", "genreward-local", "--type", "process")
-    _prefect(env, "--no-prompt", "deploy", "--all")
-    data = tmp_path / "data"
-    params = {
-        "task": "pick-place-v3",
-        "overrides": [
-            f"store.data_dir={data}",
-            "goal_video.backend=scripted",
-            "goal_video.num_frames=9",
-            "goal_video.height=32",
-            "goal_video.width=32",
-            "runtime.progress=false",
-        ],
-    }
-    run = _prefect(env, "deployment", "run", "generate-goal-videos/default", "--params", json.dumps(params))
-    assert "Created flow run" in run.stdout
-    worker = _prefect(
-        env, "worker", "start", "--pool", "genreward-local", "--type", "process", "--run-once", timeout=600
+    work = copy_project(tmp_path / "repo")
+    for name in ("prefect.yaml", "README.md"):
+        shutil.copy(REPO / name, work / name)
+    port = _free_port()
+    block = _readme_bash_after("<!-- prefect-loop -->").replace("4200", str(port))
+    block = block.replace("genreward server start ", f"genreward server start --port {port} ", 1)
+    assert f"--port {port}" in block and "prefect --no-prompt deploy --all" in block
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("PREFECT_API_URL", None)
+    api = f"http://127.0.0.1:{port}/api"
+    log = tmp_path / "loop.log"  # a file, not a pipe: the worker the block starts keeps its output open
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", block],
+            cwd=work,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        assert proc.wait(timeout=900) == 0, log.read_text()[-6000:]
+        rl = subprocess.run(
+            ["bash", "-c", _readme_bash_after("An RL run through its deployment")],
+            cwd=work,
+            env={**env, "PREFECT_API_URL": api},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert rl.returncode != 0  # its inputs do not exist in a fresh clone
+        query = subprocess.run(
+            [sys.executable, "-c", _QUERY], env={**env, "PREFECT_API_URL": api}, capture_output=True, text=True
+        )
+        assert query.returncode == 0, query.stderr[-3000:]
+        runs = {r["name"]: r for r in json.loads(query.stdout.split("RESULT ")[1])}
+    finally:
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 0)):  # the worker the block left running
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(grace)
+        subprocess.run([str(BIN / "genreward"), "server", "stop"], env=env, capture_output=True, timeout=120)
+
+    check = runs["env_check laptop"]
+    assert check["state"] == "COMPLETED"
+    assert {"genreward", "stage:env_check", "profile:laptop", "task:pick-place-v3"} <= set(check["tags"])
+    logs = "\n".join(check["logs"])
+    assert "pick-place-v3: " in logs and "steps/s with rendering" in logs  # the stage's own logger (stages.*)
+    assert "MuJoCo GL backend" in logs  # the library's (genreward.*)
+    arts = check["artifacts"]
+    assert (
+        arts["env-check"]["type"] == "markdown"
+        and "| metrics | `data/env_check/metrics.json` |" in arts["env-check"]["data"]
     )
-    out = data / "goal_videos" / "pick-place-v3.zarr"
-    assert out.exists(), worker.stdout[-3000:] + worker.stderr[-3000:]
-    g = zarr.open_group(str(out), mode="r")
-    assert g["video"].shape == (9, 32, 32, 3)
-    meta = g.attrs["genreward"]
-    assert meta["complete"] and meta["params"]["goal_video"]["num_frames"] == 9  # the run's parameters, recorded
-    # The whole-pipeline deployment is registered too.
-    listing = _prefect(env, "deployment", "ls").stdout
-    assert "genreward-pipeline/default" in listing and "finetune-rl/default" in listing
+    assert (
+        arts["env-check-numbers"]["type"] == "table" and "mean_pixel_steps_per_s" in arts["env-check-numbers"]["data"]
+    )
+    assert arts["env-check-previews"]["data"].count("data:image/png;base64,") == 5  # a thumbnail per task
+
+    video = runs["generate_goal_videos[pick-place-v3] laptop"]
+    assert video["state"] == "COMPLETED"
+    assert {"stage:generate_goal_videos", "task:pick-place-v3", "backend:scripted"} <= set(video["tags"])
+    assert any("goal video generated in" in line for line in video["logs"])
+    assert "data:image/gif;base64," in video["artifacts"]["generate-goal-videos-pick-place-v3-previews"]["data"]
+    g = zarr.open_group(str(work / "data" / "goal_videos" / "pick-place-v3.zarr"), mode="r")
+    assert g.attrs["genreward"]["params"]["goal_video"]["backend"] == "scripted"  # the run's override, recorded
+
+    failed = runs["finetune_rl[pick-place-v3] laptop"]
+    assert failed["state"] == "FAILED"
+    message = next((line for line in failed["logs"] if "are missing" in line), "\n".join(failed["logs"]))
+    for path in ("data/goal_latents/pick-place-v3.zarr", "data/fb", "data/keyframes/pick-place-v3.zarr"):
+        assert path in message
+    assert "dvc repro" in message and "'pretrain-fb/pretrain_fb'" in message
 
 
 def _run_flow(code: str, cwd: Path, timeout: int):

@@ -219,7 +219,7 @@ def test_a_new_stage_needs_one_module_and_its_dvc_entry(tmp_path):
 
     res = run_cli("stage", "hello", "--task", "reach-v3", cwd=work, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "for flow 'hello'" in res.stderr and "stage hello [reach-v3]: profile=laptop" in res.stderr
+    assert "for flow 'hello'" in res.stderr and "stage hello[reach-v3]: profile laptop; inputs" in res.stderr
     assert (work / "data/hello/reach-v3.txt").read_text() == "a robot arm reaches the target"
     assert not (work / "data/hello/pick-place-v3.txt").exists()
 

@@ -110,7 +110,7 @@ class DrQV2Agent(nn.Module):
         return np.clip(mu + self.std(step) * noise, -1.0, 1.0).astype(np.float32)
 
     def features(self, obs: torch.Tensor, augment: bool = True) -> torch.Tensor:
-        obs = obs.float()
+        # shifted as given (uint8 frames: a quarter of the bytes of floats); the encoder normalises
         return self.encoder(self.aug(obs) if augment else obs)
 
     def update(

@@ -170,7 +170,7 @@ class FBAgent:
 
     def update(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> dict[str, float]:
         cfg, m, tg = self.cfg, self.model, self.targets
-        obs, next_obs = self.aug(obs.float()), self.aug(next_obs.float())
+        obs, next_obs = self.aug(obs), self.aug(next_obs)  # frames as given (uint8): the encoders normalise
         h = m.encoder(obs)
         next_h = m.encoder(next_obs)
         b = len(obs)

@@ -137,9 +137,9 @@ def train(
     progress: bool = False,
 ) -> RunResult:
     import torch
-    from tqdm.auto import tqdm
 
     from genreward.envs.metaworld_env import MetaWorldPixelEnv
+    from genreward.progress import progress_bar
     from genreward.training import save_checkpoint
 
     torch.manual_seed(seed)
@@ -199,7 +199,7 @@ def train(
             )
         t_update += time.perf_counter() - t1
 
-    bar = tqdm(total=rl.steps, desc=f"{task} {reward_model.method} s{seed}", unit="step", disable=not progress)
+    bar = progress_bar(rl.steps, f"{task} {reward_model.method} s{seed}", enabled=progress, unit="step")
     try:
         while step < rl.steps:
             if step >= next_eval:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import Sequence
 
@@ -9,7 +10,13 @@ from genreward.envs.config import EnvConfig
 from genreward.envs.tasks import check_task
 
 
-def _make(task: str, cfg: EnvConfig, seed: int):
+def _make(task: str, cfg: EnvConfig, seed: int, parent_pid: int | None = None):
+    # In an AsyncVectorEnv worker process (not in the parent, which builds one env for the
+    # spaces): one torch thread.
+    if parent_pid is not None and os.getpid() != parent_pid:
+        from genreward.runtime import configure_worker
+
+        configure_worker()
     from genreward.envs.metaworld_env import MetaWorldPixelEnv
 
     return MetaWorldPixelEnv(task, cfg, seed)
@@ -40,7 +47,8 @@ def make_vector_env(
         check_task(t)
     if num_envs < 1:
         raise ValueError(f"make_vector_env: num_envs must be >= 1, got {num_envs}")
-    fns = [partial(_make, task_list[i % len(task_list)], cfg, seed + i) for i in range(num_envs)]
+    parent_pid = os.getpid() if asynchronous else None
+    fns = [partial(_make, task_list[i % len(task_list)], cfg, seed + i, parent_pid) for i in range(num_envs)]
     if asynchronous:
         return gym.vector.AsyncVectorEnv(fns, context=context)
     return gym.vector.SyncVectorEnv(fns)

@@ -3,7 +3,8 @@
 :func:`run_jobs` yields ``worker(job)`` for every job, in any order, with ``worker`` built once
 per process by ``make_worker`` (a picklable callable, e.g. ``functools.partial(ClipWorker, cfg,
 env_cfg)``); ``workers <= 1`` runs inline. Workers are spawned, never forked: a forked child must
-not inherit a live GL context. Each worker's ``close()`` frees its envs.
+not inherit a live GL context. Each worker's ``close()`` frees its envs. Each worker process
+runs one torch thread (:func:`genreward.runtime.configure_worker`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ _WORKER: Any = None
 def _init_worker(make_worker: Callable[[], Any]) -> None:
     global _WORKER
     import atexit
-    import os
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from genreward.runtime import configure_worker
+
+    configure_worker()  # one torch thread, before the worker's first torch work
     _WORKER = make_worker()
     atexit.register(_WORKER.close)  # free GL contexts before the interpreter tears down
 
@@ -32,10 +34,10 @@ def run_jobs(
     make_worker: Callable[[], Any], jobs: Iterable[Any], workers: int = 1, progress: bool = False, desc: str = "jobs"
 ) -> Iterator[Any]:
     """Yield ``worker(job)`` per job (any order), in ``workers`` spawned processes (1: inline)."""
-    from tqdm.auto import tqdm
+    from genreward.progress import progress_bar
 
     jobs = list(jobs)
-    bar = tqdm(total=len(jobs), desc=desc, disable=not progress)
+    bar = progress_bar(len(jobs), desc, enabled=progress)
     if workers <= 1:
         worker = make_worker()
         try:

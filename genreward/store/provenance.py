@@ -53,14 +53,26 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def runtime_info() -> dict[str, str]:
-    info = {"python": platform.python_version(), "host": platform.node(), "platform": platform.platform()}
+def runtime_info() -> dict[str, object]:
+    """Python/torch versions and host; ``torch_threads`` (this thread's intra-op count) and, once
+    :func:`genreward.runtime.configure_process` ran, whether the allocator settings are on."""
+    from genreward.runtime import process_settings
+
+    info: dict[str, object] = {
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "platform": platform.platform(),
+    }
     try:
         import torch
 
         info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
     except ImportError:  # pragma: no cover
         pass
+    settings = process_settings()
+    if settings:
+        info["malloc_tuning"] = settings["malloc_tuning"]
     return info
 
 

@@ -31,7 +31,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _HUB_ID = re.compile(r"[\w.\-]+(/[\w.\-]+)?")
 
 
-def _is_local(model: str) -> bool:
+def is_local(model: str) -> bool:
     """``model`` names a local folder: one that exists, an explicit path (``/``, ``./``, ``../``,
     ``~``), or a path no hub id can be (``data/video_model/pipeline``: a hub id has one ``/`` at
     most), so that a missing local folder is reported as missing, not looked up on the hub."""
@@ -80,7 +80,7 @@ class DiffusersGenerator:
         self.device = device
         self.memo_file = memo_file
         self.progress = progress
-        self.local = _is_local(cfg.model)
+        self.local = is_local(cfg.model)
         self.model_path = Path(cfg.model).expanduser() if self.local else None
         adapt_hint = (
             "run stage adapt_video_model first (`dvc repro adapt_video_model` or `genreward stage adapt_video_model`)"

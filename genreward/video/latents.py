@@ -163,13 +163,31 @@ def encoder_from_config(cfg) -> VideoLatentEncoder:
     )
 
 
+class FolderMissing(FileNotFoundError):
+    """A local model folder that does not exist; ``filename`` is the path as configured."""
+
+    def __init__(self, message: str, path: str):
+        super().__init__(message)
+        self.filename = path
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 def load_cogvideox_vae(source: str, memo_file: str | Path | None = None):
     """``AutoencoderKLCogVideoX`` from a pipeline folder (``vae/``), a VAE folder, or a hub id."""
     from diffusers import AutoencoderKLCogVideoX
 
     import genreward  # noqa: F401
+    from genreward.video.diffusers_backend import is_local
 
     path = Path(source).expanduser()
+    if not path.exists() and is_local(source):  # a local folder that is not there: never a hub lookup
+        raise FolderMissing(
+            f"CogVideoX VAE folder not found: {path.resolve()} (latents.path names a local folder; "
+            "the pipeline's adapted video model is written by stage adapt_video_model)",
+            str(path),
+        )
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
     try:
         if path.exists():
