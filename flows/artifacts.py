@@ -109,8 +109,9 @@ def progress_artifacts(prefix: str) -> Callable[[str, int, int], None]:
     def sink(desc: str, done: int, total: int) -> None:
         pct = 100.0 * done / total if total else 100.0
         text = f"{prefix}: {desc} ({done}/{total})"
-        if desc not in ids:
-            ids[desc] = create_progress_artifact(pct, key=artifact_key(prefix, desc, "progress"), description=text)
+        if desc not in ids:  # keys stable across runs: <item>-progress, then -progress-2, ...
+            key = artifact_key(prefix, "progress", str(len(ids) + 1) if ids else "")
+            ids[desc] = create_progress_artifact(pct, key=key, description=text)
         else:
             update_progress_artifact(ids[desc], pct, description=text)
 

@@ -154,3 +154,26 @@ def test_publish_sends_markdown_tables_and_inline_previews(tmp_path, monkeypatch
     previews = sent[-1][2]
     assert previews.count("data:image/png;base64,") == 1 and "gone.png` (missing)" in previews
     assert json.loads(json.dumps(sent[1][2])) == [{"key": "x", "value": "1"}]
+
+
+def test_progress_artifacts_one_per_loop_created_once_then_updated(monkeypatch):
+    import prefect.artifacts as pa
+
+    from flows.artifacts import progress_artifacts
+
+    calls = []
+    monkeypatch.setattr(
+        pa, "create_progress_artifact", lambda p, key, description: calls.append(("create", key, p)) or key
+    )
+    monkeypatch.setattr(
+        pa, "update_progress_artifact", lambda artifact_id, p, description: calls.append(("update", artifact_id, p))
+    )
+    sink = progress_artifacts("pretrain_fb")
+    sink("fb", 0, 400)
+    sink("fb", 200, 400)
+    sink("check", 1, 4)
+    assert calls == [
+        ("create", "pretrain-fb-progress", 0.0),
+        ("update", "pretrain-fb-progress", 50.0),
+        ("create", "pretrain-fb-progress-2", 25.0),
+    ]
