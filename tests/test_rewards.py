@@ -363,6 +363,24 @@ def test_online_training_stops_on_a_non_finite_reward_and_keeps_the_checkpoint(t
     assert (tmp_path / "agent" / "weights.safetensors").exists()
 
 
+def test_online_training_stops_on_any_non_finite_number_the_agent_reports(tmp_path, monkeypatch):
+    """Not only the losses: a NaN Q estimate stops the run too, naming it."""
+    from genreward.agents.drqv2 import DrQV2Agent
+    from genreward.agents.online import RLDiverged, train
+
+    real = DrQV2Agent.update
+
+    def update(self, *args, **kwargs):
+        m = real(self, *args, **kwargs)
+        return {**m, "target_q": float("nan")}
+
+    monkeypatch.setattr(DrQV2Agent, "update", update)
+    rl, env = _tiny_rl(steps=64, eval_every=16)
+    model = RewardModel("env_only", RewardConfig(interval=16, normalize=False), {})
+    with pytest.raises(RLDiverged, match=r"non-finite target_q at step \d+ .*last good checkpoint"):
+        train("reach-v3", rl, env, model, seed=0, device="cpu", ckpt_dir=tmp_path / "agent")
+
+
 def test_agent_encoder_initialised_from_the_fb_encoder():
     import torch
 

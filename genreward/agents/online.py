@@ -32,7 +32,9 @@ class OnlineAgent(Protocol):
         self, obs: np.ndarray, step: int, eval_mode: bool = False, rng: np.random.Generator | None = None
     ) -> np.ndarray: ...
 
-    def update(self, obs, action, reward, next_obs, step: int, discount=None) -> dict[str, float]: ...
+    def update(self, obs, action, reward, next_obs, step: int, discount=None) -> dict[str, float]:
+        """One update; every value of the returned dict is checked: a non-finite one stops the run."""
+        ...
 
 
 class RLDiverged(RuntimeError):
@@ -191,9 +193,10 @@ def train(
             discount=torch.as_tensor(b["discount"], device=device),
         )
         n_updates += 1
-        if not np.isfinite(m["critic_loss"]) or not np.isfinite(m["actor_loss"]):
+        bad = sorted(k for k, v in m.items() if not np.isfinite(v))  # every number the agent reports
+        if bad:
             raise RLDiverged(
-                f"{task} {reward_model.method} seed {seed}: non-finite loss at step {step} ({m}); "
+                f"{task} {reward_model.method} seed {seed}: non-finite {', '.join(bad)} at step {step} ({m}); "
                 f"the last good checkpoint (step {res.evals[-1]['step']}) is kept in {ckpt_dir}; "
                 "lower rl.lr or check the reward scale"
             )
