@@ -102,6 +102,23 @@ def test_prefect_yaml_is_what_the_table_generates():
     assert "flows/pipeline.py:pipeline_flow" in entries and len(entries) == len(DEFAULT_DAG_STAGES) + 1
 
 
+def test_deployments_are_named_after_their_stage_and_can_start_in_a_git_clone(tmp_path):
+    """The README's `genreward deployments --write --git-repo URL --branch B --path F`."""
+    doc = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    names = {d["name"] for d in doc["deployments"]}
+    assert {"env_check", "finetune_rl", "pipeline"} <= names and "default" not in names
+    env = doc["deployments"][0]["work_pool"]["job_variables"]["env"]
+    assert env["PREFECT_LOGGING_EXTRA_LOGGERS"] == "genreward,stages,flows"
+
+    out = tmp_path / "prefect-git.yaml"
+    url = "https://example.org/lab/genreward.git"
+    res = run_cli("deployments", "--write", "--git-repo", url, "--branch", "sweep", "--path", str(out))
+    assert res.returncode == 0, res.stderr
+    git = yaml.safe_load(out.read_text())
+    assert git["pull"] == [{"prefect.deployments.steps.git_clone": {"repository": url, "branch": "sweep"}}]
+    assert git["deployments"] == doc["deployments"]  # only where runs start differs
+
+
 def test_generated_flows_take_the_stage_parameters():
     from flows.stage_flows import get_flow
 
