@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 __version__ = "0.1.0"
 
 
@@ -15,4 +18,20 @@ def _prepare_torchvision() -> None:
         ensure_importable()
 
 
-_prepare_torchvision()
+class _PrepareBeforeTorchvision:
+    """Import hook: runs :func:`_prepare_torchvision` when torchvision is first imported."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision":
+            sys.meta_path.remove(self)
+            _prepare_torchvision()
+        return None  # the regular finders import it
+
+
+# The preparation imports torch (about 1.3 s of CPU). Env worker processes
+# (genreward.envs.vector) step simulators and never need it, so there it waits until something
+# imports torchvision.
+if os.environ.get("GENREWARD_ENV_WORKER") == "1":
+    sys.meta_path.insert(0, _PrepareBeforeTorchvision())
+else:
+    _prepare_torchvision()

@@ -4,7 +4,8 @@ Every process that runs torch work calls :func:`configure_process` before its wo
 generic stage entry (``stages.table.Stage.run_item``) does, so every stage item is covered,
 whether it runs under ``dvc repro``, ``genreward stage`` or in a Dask worker of the pipeline
 flow. Env worker processes call :func:`configure_worker` (one thread each: they step
-simulators, not networks).
+simulators, not networks); :mod:`genreward.envs.vector` also starts them without torch and with
+one render thread each.
 
 **Threads.** torch starts one intra-op thread per core of the machine in every process, so two
 processes on the same cores oversubscribe them (measured: two training loops on 2 cores with

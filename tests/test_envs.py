@@ -197,6 +197,45 @@ def test_vector_env_collects_in_parallel():
         venv.close()
 
 
+def test_vector_env_parent_reads_spaces_without_a_simulator():
+    from genreward.envs.vector import _make
+
+    light = _make("pick-place-v3", SMALL, 0, parent_pid=os.getpid())
+    full = make_env("pick-place-v3", SMALL, seed=0)
+    try:
+        assert not hasattr(light, "_env")
+        assert light.observation_space == full.observation_space and light.action_space == full.action_space
+        assert light.metadata == full.metadata and light.render_mode == full.render_mode
+    finally:
+        full.close()
+
+
+def test_env_workers_start_without_torch_and_with_one_render_thread(monkeypatch):
+    import subprocess
+    import sys
+
+    from genreward.envs.vector import ENV_WORKER_VAR, _worker_environment
+
+    monkeypatch.setenv("LP_NUM_THREADS", "3")  # a user's own setting is kept
+    monkeypatch.delenv(ENV_WORKER_VAR, raising=False)
+    with _worker_environment():
+        assert os.environ[ENV_WORKER_VAR] == "1" and os.environ["LP_NUM_THREADS"] == "3"
+        # torch stays out until something imports torchvision, which is then prepared first
+        code = (
+            "import importlib.util, sys, genreward.envs.vector; print('torch' in sys.modules)\n"
+            "if importlib.util.find_spec('torchvision'):\n"
+            "    import torchvision.transforms; from genreward.compat import torchvision_ops as t\n"
+            "    assert t._state['status'] in ('native', 'schemas-only'), t._state"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    assert ENV_WORKER_VAR not in os.environ and os.environ["LP_NUM_THREADS"] == "3"
+    monkeypatch.delenv("LP_NUM_THREADS")
+    with _worker_environment():
+        assert os.environ["LP_NUM_THREADS"] == "0"
+    assert "LP_NUM_THREADS" not in os.environ
+
+
 def test_gl_respects_user_setting(monkeypatch):
     from genreward.envs import gl
 

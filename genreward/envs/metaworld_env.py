@@ -50,6 +50,20 @@ def make_metaworld(task: str, camera: str, height: int, width: int, episode_leng
     return env
 
 
+def pixel_spaces(cfg: EnvConfig, height: int | None = None, width: int | None = None):
+    """The pixel env's ``(observation_space, action_space)``, built without MuJoCo."""
+    gym = _gym()
+    height = cfg.image_size if height is None else height
+    width = cfg.image_size if width is None else width
+    observation_space = gym.spaces.Dict(
+        {
+            "pixels": gym.spaces.Box(0, 255, (3 * cfg.frame_stack, height, width), np.uint8),
+            "state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+        }
+    )
+    return observation_space, gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+
 class EpisodeOver(RuntimeError):
     pass
 
@@ -65,7 +79,6 @@ class MetaWorldPixelEnv(_gym().Env):
         render_size: tuple[int, int] | None = None,
     ):
         """``render_size=(height, width)`` overrides the square ``cfg.image_size`` (e.g. for goal videos)."""
-        gym = _gym()
         self.task = check_task(task)
         self.cfg = cfg or EnvConfig()
         c = self.cfg
@@ -78,13 +91,7 @@ class MetaWorldPixelEnv(_gym().Env):
         self._needs_reset = True
         self._seeded_once = False
 
-        self.observation_space = gym.spaces.Dict(
-            {
-                "pixels": gym.spaces.Box(0, 255, (3 * c.frame_stack, height, width), np.uint8),
-                "state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
-            }
-        )
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self.observation_space, self.action_space = pixel_spaces(c, height, width)
         if seed is not None:
             self._seed(seed)
 
