@@ -116,10 +116,15 @@ def images_in(outputs: dict[str, Path]) -> list[Path]:
 
 
 def summary_markdown(
-    stage: "Stage", cfg: "Config", item: "Item", inputs: dict[str, Path], outputs: dict[str, Path], summary: Any
+    stage: "Stage",
+    cfg: "Config",
+    item: "Item",
+    inputs: dict[str, Path],
+    outputs: dict[str, Path],
+    numbers: list[dict[str, Any]],
 ) -> str:
+    """The item's summary; ``numbers``: :func:`key_numbers` of its return value."""
     title = item.named(stage.name)
-    numbers = key_numbers(summary)
     lines = [f"# {title}", "", stage.summary, "", f"profile `{cfg.profile}`", ""]
     headline = [r for r in numbers if r["key"].rsplit(".", 1)[-1] in HEADLINE]
     if headline:
@@ -160,10 +165,10 @@ def item_report(
     """Everything to publish for one finished item (see the module docstring)."""
     key = artifact_key(stage.name, item.label)
     title = item.named(stage.name)
-    records: list[Record] = [
-        Markdown(key, summary_markdown(stage, cfg, item, inputs, outputs, summary), f"{title}: what it read and wrote")
-    ]
     numbers = key_numbers(summary)
+    records: list[Record] = [
+        Markdown(key, summary_markdown(stage, cfg, item, inputs, outputs, numbers), f"{title}: what it read and wrote")
+    ]
     if numbers:
         records.append(
             Table(

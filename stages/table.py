@@ -24,6 +24,7 @@ import itertools
 import os
 import pkgutil
 from dataclasses import KW_ONLY, dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Literal, Mapping
 
@@ -149,13 +150,8 @@ class Stage:
                 raise everything.with_traceback(e.__traceback__) from None
             if not isinstance(e, ArtifactError):
                 raise
-            writer = None
-            if e.rerun and e.path is not None:
-                try:
-                    writer = producer_of(cfg, e.path)
-                except Exception:  # a config the table cannot expand: keep the original message
-                    writer = None
-            if writer is None:
+            writer = _writer(cfg, e.path) if e.rerun and e.path is not None else None
+            if writer is None:  # no stage writes it, or the table cannot expand: the original message
                 raise
             # -f: DVC may consider the damaged or old output up to date; -s: only that stage
             fixed = ArtifactError(f"{e} (`dvc repro -f -s {writer}`)", path=e.path)
@@ -223,20 +219,22 @@ class MissingInputError(FileNotFoundError):
     """A stage's input does not exist; the message names the stage that writes it."""
 
 
+def _writer(cfg: Config, path: Path) -> str | None:
+    """The stage that writes ``path``; ``None`` when none does or the table cannot be expanded
+    under ``cfg`` (the caller then names the path only)."""
+    try:
+        return producer_of(cfg, path)
+    except Exception:
+        return None
+
+
 def missing_inputs(cfg: Config, inputs: Paths) -> MissingInputError | None:
     """One error naming every declared input of ``inputs`` that does not exist, with the stages
     (DVC stages, Prefect deployments) that write them; ``None`` when all exist."""
     absent = {k: p for k, p in inputs.items() if not p.exists()}
     if not absent:
         return None
-    writers: dict[str, None] = {}
-    for path in absent.values():
-        try:
-            writer = producer_of(cfg, path)
-        except Exception:  # a config the table cannot expand: name the path only
-            writer = None
-        if writer is not None:
-            writers[writer] = None
+    writers = dict.fromkeys(w for w in map(partial(_writer, cfg), absent.values()) if w is not None)
     paths = ", ".join(str(p) for p in absent.values())
     what = f"{paths} {'is' if len(absent) == 1 else 'are'} missing"
     if not writers:
@@ -258,10 +256,7 @@ def _missing_input(cfg: Config, inputs: Paths, err: Exception) -> MissingInputEr
     target = os.path.abspath(path)
     for declared in inputs.values():
         if not declared.exists() and path_under(target, os.path.abspath(declared)):
-            try:
-                writer = producer_of(cfg, declared)
-            except Exception:  # a config the table cannot expand: keep the original message
-                writer = None
+            writer = _writer(cfg, declared)
             if writer is not None:
                 return MissingInputError(f"{declared} is missing; run `dvc repro {writer}` first")
     return None
