@@ -43,7 +43,7 @@ def main() -> None:
     from genreward.video.latents import encoder_from_config
 
     cfg = load_config("params.yaml", overrides=args.set or None, profile=args.profile)
-    rl, env_cfg, device = cfg.rl, cfg.env, cfg.resolve_device()
+    rl, env_cfg, device = cfg.rl.drqv2, cfg.env, cfg.resolve_device()
     L, size, stack = env_cfg.agent_steps, env_cfg.image_size, env_cfg.frame_stack
     env = MetaWorldPixelEnv(args.task, env_cfg)
     rng = np.random.default_rng(0)

@@ -86,7 +86,7 @@ def drqv2_step(quick: bool):
     from genreward.envs.config import ACTION_DIM
 
     paper = load_config(REPO / "params.yaml", profile="paper")
-    rl = paper.rl.model_copy(update={"batch_size": 16, "hidden_dim": 64} if quick else {})
+    rl = paper.rl.drqv2.model_copy(update={"batch_size": 16, "hidden_dim": 64} if quick else {})
     size, channels = (32 if quick else paper.env.image_size), 3 * paper.env.frame_stack
     agent = DrQV2Agent((channels, size, size), ACTION_DIM, DrQV2Config.from_section(rl))
     gen = torch.Generator().manual_seed(0)

@@ -97,7 +97,7 @@ def build(name: str, quick: bool):
         agent = FBAgent((3, size, size), ACTION_DIM, fb)
         b, shape = fb.batch_size, (3, size, size)
     else:
-        rl = paper.rl.model_copy(update={"batch_size": 32, "hidden_dim": 64} if quick else {})
+        rl = paper.rl.drqv2.model_copy(update={"batch_size": 32, "hidden_dim": 64} if quick else {})
         agent = DrQV2Agent((3 * paper.env.frame_stack, size, size), ACTION_DIM, DrQV2Config.from_section(rl))
         b, shape = rl.batch_size, (3 * paper.env.frame_stack, size, size)
     obs = torch.randint(0, 256, (b, *shape), dtype=torch.uint8, generator=gen)

@@ -173,7 +173,15 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "FB weights replaced by random bytes",
-        stage("finetune_rl", "--task", TASK, "--set", "rl.methods=[env_only]", "--set", "rl.init_encoder_from_fb=true"),
+        stage(
+            "finetune_rl",
+            "--task",
+            TASK,
+            "--set",
+            "rl.methods=[env_only]",
+            "--set",
+            "rl.drqv2.init_encoder_from_fb=true",
+        ),
         2,
         fb_model_of_random_bytes,
         "`data/fb/weights.safetensors` is 4 KiB of random bytes",

@@ -45,7 +45,7 @@ ERRORS: dict[str, int] = {
     "genreward.rewards.base.RewardInputError": BAD_INPUT,
     "builtins.FileNotFoundError": BAD_INPUT,  # the project's messages name the file and its stage
     "genreward.training.TrainingDiverged": RUNTIME_FAULT,
-    "genreward.agents.online.RLDiverged": RUNTIME_FAULT,
+    "genreward.agents.registry.RLDiverged": RUNTIME_FAULT,
     "genreward.envs.gl.GLBackendError": RUNTIME_FAULT,
     "builtins.FloatingPointError": RUNTIME_FAULT,
 }

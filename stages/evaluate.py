@@ -30,7 +30,10 @@ def load_evals(cfg: Config, runs: Path):
                 if not (d / "run.json").is_file() or not (d / "eval.parquet").is_file():
                     missing.append(str(d))
                     continue
-                frames.append(pd.read_parquet(d / "eval.parquet"))
+                df = pd.read_parquet(d / "eval.parquet")
+                if "agent" not in df.columns:  # runs written before agents were a column were DrQ-v2's
+                    df.insert(3, "agent", "drqv2")
+                frames.append(df)
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} finetune_rl run(s) missing or incomplete, e.g. {missing[0]}; "
@@ -40,8 +43,8 @@ def load_evals(cfg: Config, runs: Path):
 
 
 def curves(evals):
-    """Mean ± std over seeds at every evaluation step, per task and method."""
-    g = evals.groupby(["task", "method", "step"])
+    """Mean ± std over seeds at every evaluation step, per task, agent and method."""
+    g = evals.groupby(["task", "agent", "method", "step"])
     out = g.agg(
         return_mean=("return_mean", "mean"),
         return_std=("return_mean", "std"),
@@ -52,11 +55,15 @@ def curves(evals):
 
 
 def final_metrics(evals) -> dict:
-    last = evals.loc[evals.groupby(["task", "method", "seed"])["step"].idxmax()]
+    """``{task: {method: {...}}}`` with the agent as a field; with several agents in the runs the
+    key is ``<method>@<agent>``."""
+    last = evals.loc[evals.groupby(["task", "agent", "method", "seed"])["step"].idxmax()]
+    several = last["agent"].nunique() > 1
     out: dict = {}
-    for (task, method), df in last.groupby(["task", "method"]):
+    for (task, agent, method), df in last.groupby(["task", "agent", "method"]):
         r = df["return_mean"].to_numpy()
-        out.setdefault(task, {})[method] = {
+        out.setdefault(task, {})[f"{method}@{agent}" if several else method] = {
+            "agent": agent,
             "return_mean": float(r.mean()),
             "return_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
             "success_rate": float(df["success_rate"].mean()),
@@ -67,15 +74,19 @@ def final_metrics(evals) -> dict:
 
 
 def summary_table(metrics: dict, methods: tuple[str, ...]) -> str:
-    lines = ["| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    """Methods as columns, one row per task and agent."""
+    lines = ["| task | agent | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for task, per in metrics.items():
-        cells = []
-        for m in methods:
-            v = per.get(m)
-            cells.append(
-                "–" if v is None else f"{v['return_mean']:.1f} ± {v['return_std']:.1f} ({100 * v['success_rate']:.0f}%)"
-            )
-        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+        for agent in sorted({v["agent"] for v in per.values()}):
+            cells = []
+            for m in methods:
+                v = next((v for k, v in per.items() if k.split("@")[0] == m and v["agent"] == agent), None)
+                cells.append(
+                    "–"
+                    if v is None
+                    else f"{v['return_mean']:.1f} ± {v['return_std']:.1f} ({100 * v['success_rate']:.0f}%)"
+                )
+            lines.append(f"| {task} | {agent} | " + " | ".join(cells) + " |")
     steps = {v["steps"] for per in metrics.values() for v in per.values()}
     seeds = {v["seeds"] for per in metrics.values() for v in per.values()}
     lines += [
@@ -89,12 +100,14 @@ def summary_table(metrics: dict, methods: tuple[str, ...]) -> str:
 def plot_task(df, task: str, path: Path) -> Path:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
-    for method, d in df.groupby("method"):
-        axes[0].plot(d["step"], d["return_mean"], label=method)
+    several = df["agent"].nunique() > 1
+    for (agent, method), d in df.groupby(["agent", "method"]):
+        label = f"{method} ({agent})" if several else method
+        axes[0].plot(d["step"], d["return_mean"], label=label)
         axes[0].fill_between(
             d["step"], d["return_mean"] - d["return_std"], d["return_mean"] + d["return_std"], alpha=0.2
         )
-        axes[1].plot(d["step"], d["success_mean"], label=method)
+        axes[1].plot(d["step"], d["success_mean"], label=label)
     axes[0].set_title(f"{task}: episode return (dense)", fontsize=9)
     axes[1].set_title(f"{task}: success rate", fontsize=9)
     for ax in axes:
@@ -109,10 +122,12 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     evals = load_evals(cfg, inputs["runs"])
     cur = curves(evals)
     with atomic_dir(outputs["curves"]) as tmp:
-        for (task, method), d in cur.groupby(["task", "method"]):
+        several = cur["agent"].nunique() > 1
+        for (task, agent, method), d in cur.groupby(["task", "agent", "method"]):
             (tmp / task).mkdir(exist_ok=True)
+            name = f"{method}@{agent}" if several else method
             d[["step", "return_mean", "return_std", "success_mean", "seeds"]].to_csv(
-                tmp / task / f"{method}.csv", index=False
+                tmp / task / f"{name}.csv", index=False
             )
     with atomic_dir(outputs["plots"]) as tmp:
         for task, d in cur.groupby("task"):
@@ -129,8 +144,8 @@ def report(cfg: Config, item, inputs: dict[str, Path], outputs: dict[str, Path],
     """Final return and success per task and method, one row each."""
     from stages.reports import Table, rows_of
 
-    rows = [{"task": t, "method": m, **v} for t, per in summary.items() for m, v in per.items()]
-    columns = ["task", "method", "return_mean", "return_std", "success_rate", "seeds", "steps"]
+    rows = [{"task": t, "method": m.split("@")[0], **v} for t, per in summary.items() for m, v in per.items()]
+    columns = ["task", "agent", "method", "return_mean", "return_std", "success_rate", "seeds", "steps"]
     return [Table("evaluate-final", rows_of(rows, columns), "final evaluation per task and method (mean over seeds)")]
 
 

@@ -38,7 +38,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     """One run: ``cfg.rl`` narrowed to one task, method and seed."""
     import pandas as pd
 
-    from genreward.agents.online import train
+    from genreward.agents.registry import RLRun, agent_spec
     from genreward.video.io import write_gif
 
     (task,), (method,), (seed,) = cfg.rl.tasks, cfg.rl.methods, cfg.rl.seeds
@@ -46,7 +46,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     ins, out = inputs, outputs["run"]
     rm, hashes = reward_model(cfg, task, method, ins)
     fb_encoder = None
-    if cfg.rl.init_encoder_from_fb:
+    if getattr(cfg.rl.agent_section, "init_encoder_from_fb", False):
         from genreward.agents.fb import FBModel, load_fb
 
         # reuse the FB model a reward term (the frame term) already loaded and hashed
@@ -57,19 +57,15 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     partial = out.parent / f".{out.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)  # runs are not resumed: the replay is not checkpointed
     partial.mkdir(parents=True)
-    res = train(
-        task,
-        cfg.rl,
-        cfg.env,
-        rm,
-        seed,
-        cfg.resolve_device(),
-        partial / "agent",
-        fb_encoder,
-        progress=cfg.runtime.progress,
+    agent = cfg.rl.agent
+    res = agent_spec(agent).train_fn()(
+        RLRun(
+            task, seed, cfg.rl, cfg.env, rm, cfg.resolve_device(), partial / "agent", fb_encoder, cfg.runtime.progress
+        )
     )
     evals = pd.DataFrame([{k: v for k, v in e.items() if k != "returns"} for e in res.evals])
-    evals.insert(0, "method", method), evals.insert(0, "task", task), evals.insert(2, "seed", seed)
+    for i, (name, value) in enumerate((("task", task), ("method", method), ("seed", seed), ("agent", agent))):
+        evals.insert(i, name, value)
     evals.to_parquet(partial / "eval.parquet", index=False)
     pd.DataFrame(res.train).to_csv(partial / "train.csv", index=False)
     for i, frames in enumerate(res.gif_frames):
@@ -79,6 +75,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         "task": task,
         "method": method,
         "seed": seed,
+        "agent": agent,
         "final_return_mean": final["return_mean"],
         "final_success_rate": final["success_rate"],
         "steps": final["step"],
@@ -98,14 +95,16 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     }
     (partial / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     replace_dir(partial, out)
+    share = res.timing.get("reward_share_of_step_and_update")
     log.info(
-        "%s %s seed %d: final return %.1f, success %.0f%%, reward overhead %.1f%% of step+update",
+        "%s %s seed %d (%s): final return %.1f, success %.0f%%%s",
         task,
         method,
         seed,
+        agent,
         final["return_mean"],
         100 * final["success_rate"],
-        100 * res.timing["reward_share_of_step_and_update"],
+        "" if share is None else f", reward overhead {100 * share:.1f}% of step+update",
     )
     return summary
 

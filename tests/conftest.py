@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,21 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Under pytest-xdist (`pytest -n N`), the N test processes share the cores: each torch process,
+# and every stage subprocess a test starts, takes its share of them (genreward.runtime).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("GENREWARD_THREAD_SHARE", os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    from genreward.runtime import configure_process
+
+    configure_process(malloc_tuning=False)
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one test process per core this run may use (CPU affinity and cgroup quota), at
+    most 4."""
+    from genreward.runtime import usable_cores
+
+    return max(1, min(4, usable_cores()))
 
 
 @pytest.fixture
@@ -49,11 +65,10 @@ def tiny_params(params: dict) -> dict:
         seeds=[0],
         steps=64,
         seed_steps=32,
-        batch_size=8,
-        hidden_dim=32,
         eval_every=32,
         eval_episodes=1,
     )
+    params["rl"]["drqv2"].update(batch_size=8, hidden_dim=32)
     return params
 
 
@@ -82,3 +97,23 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def reused_prefect_server(tmp_path):
+    """Environment variables under which stage runs reuse one local Prefect server (`genreward
+    server start`, as the README's quickstart does) instead of each starting an API of its own;
+    the server is stopped afterwards. Ephemeral-API stage runs are tested elsewhere."""
+    env = {"PREFECT_HOME": str(tmp_path / "prefect-home")}
+    started = run_cli("server", "start", "--port", str(free_port()), env=env, timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield env
+    finally:
+        run_cli("server", "stop", env=env, timeout=120)

@@ -290,7 +290,7 @@ def test_stages_name_the_stage_to_run_for_a_missing_or_unreadable_input(tmp_path
             "rl.tasks=[pick-place-v3]",
             "rl.methods=[env_only]",
             "rl.seeds=[0]",
-            "rl.init_encoder_from_fb=true",
+            "rl.drqv2.init_encoder_from_fb=true",
         ],
     )
     _raises(

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, copy_project
+from .conftest import REPO, copy_project, free_port
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _readme_bash_after(marker: str) -> str:
@@ -65,7 +58,7 @@ def test_readme_prefect_loop_runs_as_pasted_and_runs_show_logs_artifacts_names_a
     work = copy_project(tmp_path / "repo")
     for name in ("prefect.yaml", "README.md"):
         shutil.copy(REPO / name, work / name)
-    port = _free_port()
+    port = free_port()
     block = _readme_bash_after("<!-- prefect-loop -->").replace("4200", str(port))
     block = block.replace("genreward server start ", f"genreward server start --port {port} ", 1)
     assert f"--port {port}" in block and "prefect --no-prompt deploy --all" in block
@@ -193,7 +186,7 @@ from flows.pipeline import pipeline_flow
 m = pipeline_flow(params={str(REPO / "params.yaml")!r}, rl_only=True, overrides=[
     "store.data_dir={tmp_path / "data"}", "store.reports_dir={tmp_path / "reports"}", "tasks=[reach-v3]",
     "prompts.reach-v3=reach", "rl.tasks=[reach-v3]", "rl.methods=[env_only]", "rl.seeds=[0,1]", "rl.steps=32",
-    "rl.seed_steps=16", "rl.batch_size=8", "rl.hidden_dim=32", "rl.eval_every=32", "rl.eval_episodes=1",
+    "rl.seed_steps=16", "rl.drqv2.batch_size=8", "rl.drqv2.hidden_dim=32", "rl.eval_every=32", "rl.eval_episodes=1",
     "env.image_size=32", "env.episode_length=16", "runtime.progress=false", "runtime.num_workers=2"])
 print("RESULT", json.dumps(m))
 """

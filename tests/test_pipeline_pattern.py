@@ -56,11 +56,17 @@ def test_cli_stage_rejects_bad_config_before_starting_prefect():
 
 
 @pytest.mark.timeout(1500)
-def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
+def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path, reused_prefect_server):
     work = copy_project(tmp_path / "proj")
     params = tiny_params(yaml.safe_load((work / "params.yaml").read_text()))  # every stage runs, in about a minute
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        **reused_prefect_server,  # the README's way: stage runs reuse one server
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    env.pop("PREFECT_API_URL", None)
 
     def git(*a):
         return subprocess.run(["git", *a], cwd=work, check=True, capture_output=True)
@@ -116,7 +122,7 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
 
     rl_runs = {"finetune_rl@reach-v3-genreward-0", "finetune_rl@reach-v3-env_only-0", "evaluate"}
     assert edit_and_repro(lambda p: p["profiles"]["paper"]["fb"].update(lr=3e-4)) == {"resolve_params"}
-    assert edit_and_repro(lambda p: p["rl"].update(lr=2e-4)) == {"resolve_params", *rl_runs}
+    assert edit_and_repro(lambda p: p["rl"]["drqv2"].update(lr=2e-4)) == {"resolve_params", *rl_runs}
     chain = {"generate_goal_videos@reach-v3", "select_keyframes@reach-v3", "encode_goal_latents@reach-v3"}
     assert edit_and_repro(lambda p: p["prompts"].update({"reach-v3": "a robot arm reaches the red target"})) == {
         "resolve_params",
@@ -150,12 +156,12 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path):
     before = tree()
     restored, loads, generated = exp_run("prompts.reach-v3=a robot arm reaches the target")
     assert loads == 0 and generated == 0, "a prompt seen before must not build a pipeline"
-    # Prompt and rl.lr as in an earlier run: every stage's outputs come back from the run-cache.
+    # Prompt and rl.drqv2.lr as in an earlier run: every stage's outputs come back from the run-cache.
     assert restored == {"resolve_params", "evaluate"}, restored
     first_video = tree()
     assert first_video != before  # it is the first prompt's video again, not the edited prompt's
     for lr in ("0.0003", "0.0005"):
-        ran, loads, generated = exp_run(f"rl.lr={lr}")
+        ran, loads, generated = exp_run(f"rl.drqv2.lr={lr}")
         assert ran == {"resolve_params", *rl_runs} and loads == 0 and generated == 0
         assert tree() == first_video
     exps = subprocess.run(

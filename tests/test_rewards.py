@@ -303,39 +303,35 @@ def _tiny_rl(**kw):
     from genreward.agents.config import RLConfig
     from genreward.envs.config import EnvConfig
 
+    drqv2 = {"update_every": 4, "batch_size": 8, "hidden_dim": 32, "feature_dim": 16, "std_steps": 100_000}
     rl = RLConfig(
         **{
             "tasks": ("reach-v3",),
             "steps": 96,
             "seed_steps": 32,
-            "update_every": 4,
-            "batch_size": 8,
-            "hidden_dim": 32,
-            "feature_dim": 16,
             "eval_every": 48,
             "eval_episodes": 2,
             "gif_episodes": 1,
-            "std_steps": 100_000,
+            "drqv2": drqv2,
             **kw,
         }
     )
     return rl, EnvConfig(image_size=32, episode_length=32)
 
 
+def _train(rl, env, model, agent_dir):
+    from genreward.agents.online import train
+    from genreward.agents.registry import RLRun
+
+    return train(RLRun("reach-v3", 0, rl, env, model, "cpu", agent_dir))
+
+
 def test_online_training_evaluates_checkpoints_and_times_the_reward(tmp_path):
-    from genreward.agents.online import make_agent, train
+    from genreward.agents.online import make_agent
     from genreward.training import load_checkpoint
 
     rl, env = _tiny_rl()
-    res = train(
-        "reach-v3",
-        rl,
-        env,
-        _model("genreward", interval=16, window=8),
-        seed=0,
-        device="cpu",
-        ckpt_dir=tmp_path / "agent",
-    )
+    res = _train(rl, env, _model("genreward", interval=16, window=8), tmp_path / "agent")
     assert [e["step"] for e in res.evals] == [0, 64, 96]  # evaluations at episode boundaries, and at the end
     assert all(len(e["returns"]) == 2 and e["return_mean"] > 0 for e in res.evals)
     assert len(res.train) == 3 and res.train[-1]["step"] == 96
@@ -344,13 +340,13 @@ def test_online_training_evaluates_checkpoints_and_times_the_reward(tmp_path):
     assert res.gif_frames[0].shape == (33, 32, 32, 3)
     t = res.timing
     assert t["updates"] == (96 - 32) // 4 and t["reward_s"] > 0 and 0 < t["reward_share_of_step_and_update"] < 1
-    agent = make_agent(rl, (9, 32, 32), "cpu")
+    agent = make_agent(rl.drqv2, (9, 32, 32), "cpu")
     meta = load_checkpoint(tmp_path / "agent", {"agent": agent})
     assert meta["step"] == 96 and len(meta["evals"]) == 3
 
 
 def test_online_training_stops_on_a_non_finite_reward_and_keeps_the_checkpoint(tmp_path):
-    from genreward.agents.online import RLDiverged, train
+    from genreward.agents.registry import RLDiverged
 
     class NaNFrame(TransitionScores):
         def steps(self, frames, actions):
@@ -358,15 +354,15 @@ def test_online_training_stops_on_a_non_finite_reward_and_keeps_the_checkpoint(t
 
     rl, env = _tiny_rl(steps=64, eval_every=16)
     model = RewardModel("frame_only", RewardConfig(interval=16, beta=1e-5, normalize=False), {"frame": NaNFrame()})
-    with pytest.raises(RLDiverged, match="non-finite reward.*last good checkpoint is kept"):
-        train("reach-v3", rl, env, model, seed=0, device="cpu", ckpt_dir=tmp_path / "agent")
+    with pytest.raises(RLDiverged, match="non-finite reward.*last good checkpoint .*is kept"):
+        _train(rl, env, model, tmp_path / "agent")
     assert (tmp_path / "agent" / "weights.safetensors").exists()
 
 
 def test_online_training_stops_on_any_non_finite_number_the_agent_reports(tmp_path, monkeypatch):
     """Not only the losses: a NaN Q estimate stops the run too, naming it."""
     from genreward.agents.drqv2 import DrQV2Agent
-    from genreward.agents.online import RLDiverged, train
+    from genreward.agents.registry import RLDiverged
 
     real = DrQV2Agent.update
 
@@ -378,7 +374,7 @@ def test_online_training_stops_on_any_non_finite_number_the_agent_reports(tmp_pa
     rl, env = _tiny_rl(steps=64, eval_every=16)
     model = RewardModel("env_only", RewardConfig(interval=16, normalize=False), {})
     with pytest.raises(RLDiverged, match=r"non-finite target_q at step \d+ .*last good checkpoint"):
-        train("reach-v3", rl, env, model, seed=0, device="cpu", ckpt_dir=tmp_path / "agent")
+        _train(rl, env, model, tmp_path / "agent")
 
 
 def test_agent_encoder_initialised_from_the_fb_encoder():
@@ -390,7 +386,7 @@ def test_agent_encoder_initialised_from_the_fb_encoder():
     rl, _ = _tiny_rl()
     torch.manual_seed(0)
     fb_enc = PixelEncoder(3, 32)
-    agent = make_agent(rl, (9, 32, 32), "cpu", fb_encoder=fb_enc)
+    agent = make_agent(rl.drqv2, (9, 32, 32), "cpu", fb_encoder=fb_enc)
     x = torch.randint(0, 256, (2, 3, 32, 32)).float()
     # A static frame stack gives exactly the FB encoder's features.
     torch.testing.assert_close(agent.encoder(x.repeat(1, 3, 1, 1)), fb_enc(x), rtol=1e-4, atol=1e-4)

@@ -29,7 +29,7 @@ def _cfg(tmp_path, *extra):
     )
 
 
-def _fake_run(root, method, seed, returns, success):
+def _fake_run(root, method, seed, returns, success, agent=None):
     d = root / "data" / "rl" / "reach-v3" / method / f"seed{seed}"
     d.mkdir(parents=True)
     pd.DataFrame(
@@ -37,6 +37,7 @@ def _fake_run(root, method, seed, returns, success):
             "task": "reach-v3",
             "method": method,
             "seed": seed,
+            **({} if agent is None else {"agent": agent}),
             "episode": range(len(returns)),
             "step": [0, 100, 200][: len(returns)],
             "return_mean": returns,
@@ -70,8 +71,59 @@ def test_evaluate_aggregates_seeds_into_curves_metrics_and_table(tmp_path):
     curve = pd.read_csv(tmp_path / "reports/curves/reach-v3/genreward.csv")
     assert curve["step"].tolist() == [0, 100, 200] and curve["return_mean"].tolist() == [1.0, 4.0, 7.0]
     table = (tmp_path / "reports/summary.md").read_text()
-    assert "| reach-v3 | 7.0 ± 2.8 (50%) | 4.0 ± 1.4 (50%) |" in table
+    assert "| reach-v3 | drqv2 | 7.0 ± 2.8 (50%) | 4.0 ± 1.4 (50%) |" in table  # runs without an agent column
     assert (tmp_path / "reports/plots/reach-v3.png").stat().st_size > 1000
+
+
+def test_evaluate_keeps_agents_apart(tmp_path):
+    """The agent is a column: each agent's runs are aggregated on their own."""
+    from stages import evaluate
+
+    for seed in (0, 1):
+        _fake_run(tmp_path, "genreward", seed, [1.0, 2.0, 3.0 + seed], [0, 0, 0], agent="stub")
+        _fake_run(tmp_path, "env_only", seed, [1.0, 2.0, 6.0], [0, 0, 1], agent="drqv2")
+    m = evaluate.STAGE.execute(_cfg(tmp_path))
+    assert set(m["reach-v3"]) == {"genreward@stub", "env_only@drqv2"}
+    assert m["reach-v3"]["genreward@stub"]["agent"] == "stub" and m["reach-v3"]["genreward@stub"]["return_mean"] == 3.5
+    table = (tmp_path / "reports/summary.md").read_text()
+    assert (
+        "| reach-v3 | drqv2 | – | 6.0 ± 0.0 (100%) |" in table and "| reach-v3 | stub | 3.5 ± 0.7 (0%) | – |" in table
+    )
+    assert (tmp_path / "reports/curves/reach-v3/genreward@stub.csv").exists()
+
+
+def test_rl_agent_names_a_registered_agent(tmp_path, monkeypatch):
+    """`rl.agent` is checked against the registry at load; a registered agent's runner gets the
+    run and the stage writes its results like any other agent's."""
+    from genreward.agents.registry import AGENTS, AgentSpec, RunResult
+    from genreward.config import ConfigError
+    from stages.finetune_rl import STAGE
+    from stages.table import Item
+
+    with pytest.raises(ConfigError, match="rl.agent.*unknown agent 'nope'; choose one of drqv2"):
+        _cfg(tmp_path, "rl.agent=nope")
+    runs = []
+
+    def runner(run):
+        runs.append(run)
+        run.agent_dir.mkdir(parents=True)
+        (run.agent_dir / "weights.safetensors").write_bytes(b"stub")
+        rows = [{"step": s, "episode": s // 32, "return_mean": float(s), "return_std": 0.0, "success_rate": 0.0,
+                 "episodes": 1, "returns": [float(s)]} for s in (0, 32)]  # fmt: skip
+        return RunResult(evals=rows, train=[{"step": 32, "episode": 0, "env_return": 1.0}], timing={"updates": 0})
+
+    monkeypatch.setitem(AGENTS, "stub", AgentSpec(runner, section="drqv2", description="a test agent"))
+    cfg = _cfg(tmp_path, "rl.agent=stub", "rl.methods=[env_only]", "rl.seeds=[3]", "rl.steps=32", "rl.seed_steps=0",
+               "env.episode_length=32")  # fmt: skip
+    item = Item("reach-v3", "env_only", 3)
+    summary = STAGE.run_item(cfg, item)
+    (run,) = runs
+    assert (run.task, run.seed, run.rl.agent, run.reward_model.method) == ("reach-v3", 3, "stub", "env_only")
+    out = STAGE.paths(cfg, item)[1]["run"]
+    evals = pd.read_parquet(out / "eval.parquet")
+    assert evals.columns[:4].tolist() == ["task", "method", "seed", "agent"] and set(evals["agent"]) == {"stub"}
+    assert json.loads((out / "run.json").read_text())["agent"] == "stub" == summary["agent"]
+    assert (out / "agent" / "weights.safetensors").read_bytes() == b"stub"
 
 
 def test_reward_model_loads_only_what_the_method_needs_and_names_missing_inputs(tmp_path):
@@ -136,9 +188,9 @@ def test_a_registered_term_is_built_through_the_registry_and_recorded_in_run_jso
         "rl.seeds=[0]",
         "rl.steps=32",
         "rl.seed_steps=16",
-        "rl.batch_size=8",
-        "rl.hidden_dim=32",
-        "rl.feature_dim=16",
+        "rl.drqv2.batch_size=8",
+        "rl.drqv2.hidden_dim=32",
+        "rl.drqv2.feature_dim=16",
         "rl.eval_every=32",
         "rl.eval_episodes=1",
         "rl.gif_episodes=0",

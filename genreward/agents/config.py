@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from genreward.agents.registry import AGENTS
 from genreward.fields import (
     ActionNoise,
     AnnealedStd,
@@ -87,36 +88,9 @@ class FBConfig(Section):
     eval_stride: int = Field(4, ge=1, description="steps between evaluated states in the goal-reaching check")
 
 
-class RLConfig(Section):
-    """Online RL fine-tuning with generated rewards (``rl:`` in params.yaml; stage finetune_rl).
+class DrQV2Section(Section):
+    """DrQ-v2's knobs (``rl.drqv2`` in params.yaml): the agent of ``rl.agent: drqv2``."""
 
-    Runs are the product tasks × seeds × methods (a DVC ``matrix``). Methods are the names in
-    ``METHODS`` (genreward/rewards/config.py), e.g. ``genreward`` (video + frame rewards) and
-    ``env_only`` (dense env reward, no prior).
-    """
-
-    tasks: tuple[str, ...] = Field(
-        ("pick-place-v3",), min_length=1, description="run axis: subset of `tasks` to fine-tune on"
-    )
-    seeds: tuple[int, ...] = Field((0,), min_length=1, description="run axis: training seeds, one run each")
-    methods: tuple[str, ...] = Field(
-        ("genreward", "video_only", "frame_only", "env_only"),
-        min_length=1,
-        description="run axis: reward methods compared (clip_reward needs CLIP weights)",
-        json_schema_extra={"choices": list(METHODS)},
-    )
-    agent: Literal["drqv2"] = Field(
-        "drqv2", description="online agent (DreamerV3: a later option behind the same interface)"
-    )
-    steps: int = Field(
-        2048,
-        ge=1,
-        description="agent steps per run (env steps / action_repeat): whole episodes "
-        "(a multiple of env.episode_length / env.action_repeat), at least seed_steps",
-    )
-    seed_steps: int = Field(
-        512, ge=0, description="uniform-random agent steps before the agent acts and learns (replay prefill)"
-    )
     update_every: int = Field(2, ge=1, description="agent steps between updates")
     batch_size: BatchSize = Field(64, description="transitions per agent update")
     n_step: int = Field(3, ge=1, le=64, description="n of the n-step TD return")
@@ -131,9 +105,54 @@ class RLConfig(Section):
     init_encoder_from_fb: bool = Field(
         False, description="start the agent's conv encoder from the pretrained FB encoder"
     )
+
+
+class RLConfig(Section):
+    """Online RL fine-tuning with generated rewards (``rl:`` in params.yaml; stage finetune_rl).
+
+    Runs are the product tasks × seeds × methods (a DVC ``matrix``). Methods are the names in
+    ``METHODS`` (genreward/rewards/config.py), e.g. ``genreward`` (video + frame rewards) and
+    ``env_only`` (dense env reward, no prior). What every agent shares (the run's length, its
+    random prefill, the evaluations) is here; each agent's own knobs are in its sub-section
+    (``rl.drqv2``), read only when ``rl.agent`` names it (``genreward.agents.registry``).
+    """
+
+    tasks: tuple[str, ...] = Field(
+        ("pick-place-v3",), min_length=1, description="run axis: subset of `tasks` to fine-tune on"
+    )
+    seeds: tuple[int, ...] = Field((0,), min_length=1, description="run axis: training seeds, one run each")
+    methods: tuple[str, ...] = Field(
+        ("genreward", "video_only", "frame_only", "env_only"),
+        min_length=1,
+        description="run axis: reward methods compared (clip_reward needs CLIP weights)",
+        json_schema_extra={"choices": list(METHODS)},
+    )
+    agent: str = Field(
+        "drqv2",
+        description="online agent, a name of the agent registry (genreward.agents.registry); "
+        "its knobs are the sub-section of that name",
+        json_schema_extra={"choices": list(AGENTS)},
+    )
+    steps: int = Field(
+        1024,
+        ge=1,
+        description="agent steps per run (env steps / action_repeat): whole episodes "
+        "(a multiple of env.episode_length / env.action_repeat), at least seed_steps",
+    )
+    seed_steps: int = Field(
+        512, ge=0, description="uniform-random agent steps before the agent acts and learns (replay prefill)"
+    )
     eval_every: int = Field(1024, ge=1, description="agent steps between evaluations (at the next episode boundary)")
     eval_episodes: int = Field(2, ge=1, description="episodes per evaluation (deterministic policy)")
     gif_episodes: int = Field(1, ge=0, description="final evaluation episodes saved as GIF")
+    drqv2: DrQV2Section = DrQV2Section()
+
+    @field_validator("agent")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in AGENTS:
+            raise ValueError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")
+        return name
 
     @model_validator(mode="after")
     def _distinct(self) -> "RLConfig":
@@ -159,3 +178,8 @@ class RLConfig(Section):
                 f"act at random and never learn; set rl.steps >= {self.seed_steps} or lower rl.seed_steps"
             )
         return self
+
+    @property
+    def agent_section(self) -> Section:
+        """The knobs of the agent ``rl.agent`` names (the sub-section its registry entry names)."""
+        return getattr(self, AGENTS[self.agent].section)

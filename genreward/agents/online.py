@@ -1,8 +1,8 @@
-"""Online RL fine-tuning of a pixel agent on a reward model (stage finetune_rl).
+"""DrQ-v2 fine-tuning on a reward model: the ``drqv2`` runner of the agent registry (stage finetune_rl).
 
 One run = one task × seed × method. The agent acts in a single Meta-World pixel env; after each
 episode the reward model rewards it from its stored frames (so the replay can be relabelled),
-and the episode goes into an :class:`EpisodeReplay`. The agent updates every ``update_every``
+and the episode goes into an :class:`EpisodeReplay`. The agent updates every ``rl.drqv2.update_every``
 steps on n-step returns. Every ``eval_every`` steps (and at the end) it is evaluated without
 exploration noise over ``eval_episodes`` episodes: dense env return and success at any step.
 A non-finite loss or reward stops the run with a message; the last evaluated checkpoint is kept.
@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
-from genreward.agents.config import RLConfig
+from genreward.agents.config import DrQV2Section
+from genreward.agents.registry import RLDiverged, RLRun, RunResult
 from genreward.agents.replay import EpisodeReplay
-from genreward.envs.config import ACTION_DIM, EnvConfig
+from genreward.envs.config import ACTION_DIM
 
 log = logging.getLogger(__name__)
 
 
 class OnlineAgent(Protocol):
-    """What the trainer needs from an agent (DrQ-v2 now; a DreamerV3 adapter would implement it)."""
+    """What the DrQ-v2 trainer needs from an agent."""
 
     def act(
         self, obs: np.ndarray, step: int, eval_mode: bool = False, rng: np.random.Generator | None = None
@@ -37,25 +36,24 @@ class OnlineAgent(Protocol):
         ...
 
 
-class RLDiverged(RuntimeError):
-    """A non-finite loss or reward; the last good checkpoint is kept."""
-
-
-@dataclass
-class RunResult:
-    evals: list[dict] = field(default_factory=list)  # step, episode, return, success, ...
-    train: list[dict] = field(default_factory=list)  # one row per training episode
-    gif_frames: list[np.ndarray] = field(default_factory=list)  # [T, H, W, 3] per saved eval episode
-    timing: dict[str, float] = field(default_factory=dict)
-
-
-def make_agent(rl: RLConfig, obs_shape: tuple[int, int, int], device: str, fb_encoder=None):
+def make_agent(knobs: DrQV2Section, obs_shape: tuple[int, int, int], device: str, fb_encoder=None):
+    """A DrQ-v2 agent from its ``rl.drqv2`` knobs (conv encoder from ``fb_encoder`` if given)."""
     from genreward.agents.drqv2 import DrQV2Agent, DrQV2Config
 
-    agent = DrQV2Agent(obs_shape, ACTION_DIM, DrQV2Config.from_section(rl), device)
+    agent = DrQV2Agent(obs_shape, ACTION_DIM, DrQV2Config.from_section(knobs), device)
     if fb_encoder is not None:
         init_encoder_from(agent.encoder, fb_encoder)
     return agent
+
+
+def check_finite(metrics: dict[str, float], what: str, step: int, kept: str) -> None:
+    """Every number an agent reports (losses, Q values, norms) must be finite, else the run stops."""
+    bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+    if bad:
+        raise RLDiverged(
+            f"{what}: non-finite {', '.join(bad)} at step {step} ({metrics}); {kept}; "
+            "lower the agent's learning rate or check the reward scale"
+        )
 
 
 def init_encoder_from(dst, src) -> None:
@@ -78,16 +76,9 @@ def init_encoder_from(dst, src) -> None:
     dst.load_state_dict(dd)
 
 
-def run_episode(
-    env,
-    policy: Callable[[np.ndarray], np.ndarray],
-    seed: int,
-    keep_rgb: bool = False,
-    after_step: Callable[[], None] | None = None,
-):
-    """One whole episode. Returns frames uint8 [L+1,3,H,W], actions [L,A], env rewards [L],
-    success-any, and (optionally) upright RGB frames for a GIF. ``after_step`` runs after every
-    env step (the trainer's updates)."""
+def run_episode(env, policy: Callable[[np.ndarray], np.ndarray], seed: int, keep_rgb: bool = False):
+    """One whole episode (evaluation). Returns frames uint8 [L+1,3,H,W], actions [L,A], env
+    rewards [L], success-any, and (optionally) upright RGB frames for a GIF."""
     obs, _ = env.reset(seed=seed)
     frames, actions, rewards, rgb = [obs["pixels"][-3:]], [], [], []
     success, done = False, False
@@ -99,8 +90,6 @@ def run_episode(
         rewards.append(r)
         success = success or bool(info["success"])
         done = term or trunc
-        if after_step is not None:
-            after_step()
     frames = np.stack(frames)
     if keep_rgb:
         rgb = list(frames.transpose(0, 2, 3, 1))
@@ -127,105 +116,108 @@ def evaluate(agent, env, step: int, episodes: int, seed_base: int, gif_episodes:
     return row, gifs
 
 
-def train(
-    task: str,
-    rl: RLConfig,
-    env_cfg: EnvConfig,
-    reward_model,
-    seed: int,
-    device: str,
-    ckpt_dir: Path,
-    fb_encoder=None,
-    progress: bool = False,
-) -> RunResult:
+def train(run: RLRun) -> RunResult:
+    """DrQ-v2 on ``run.task`` with the run's reward model (the ``drqv2`` runner of the agent
+    registry). The loop, explicitly: reset; per step act (uniform random for the first
+    ``rl.seed_steps``), step the env, and every ``update_every`` steps once the replay holds an
+    episode, one update on an n-step batch; at the episode's end, the reward model rewards the
+    whole episode from its frames and it goes into the replay. Evaluations at episode boundaries
+    every ``rl.eval_every`` steps and at the end, each saving the weights (safetensors)."""
     import torch
 
     from genreward.envs.metaworld_env import MetaWorldPixelEnv
     from genreward.progress import progress_bar
     from genreward.training import save_checkpoint
 
+    task, rl, env_cfg, seed, device, reward_model = run.task, run.rl, run.env, run.seed, run.device, run.reward_model
+    knobs: DrQV2Section = rl.drqv2
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     L, stack, size = env_cfg.agent_steps, env_cfg.frame_stack, env_cfg.image_size
     env = MetaWorldPixelEnv(task, env_cfg)
     eval_env = MetaWorldPixelEnv(task, env_cfg)
-    agent = make_agent(rl, (3 * stack, size, size), device, fb_encoder)
-    capacity = min(rl.replay_episodes, -(-rl.steps // L))
+    agent = make_agent(knobs, (3 * stack, size, size), device, run.fb_encoder)
+    capacity = min(knobs.replay_episodes, -(-rl.steps // L))
     replay = EpisodeReplay(capacity, L, (3, size, size), ACTION_DIM)
     res = RunResult()
     t_env = t_update = t_reward = t_eval = 0.0
     step, episode, next_eval, n_updates = 0, 0, 0, 0
     eval_seed = 1_000_000 + 10_000 * seed  # evaluation starts never overlap training starts
+    what = f"{task} {reward_model.method} seed {seed}"
 
-    def do_eval(final: bool):
+    def kept() -> str:
+        return f"the last good checkpoint (step {res.evals[-1]['step']}) is kept in {run.agent_dir}"
+
+    def do_eval(final: bool) -> None:
         nonlocal t_eval
         t0 = time.perf_counter()
         row, gifs = evaluate(agent, eval_env, step, rl.eval_episodes, eval_seed, rl.gif_episodes if final else 0)
         res.evals.append({"episode": episode, **row})
         res.gif_frames = gifs or res.gif_frames
-        save_checkpoint(ckpt_dir, {"agent": agent}, None, {"step": step, "evals": res.evals})
+        save_checkpoint(run.agent_dir, {"agent": agent}, None, {"step": step, "evals": res.evals})
         t_eval += time.perf_counter() - t0
         log.info(
-            "%s seed %d, step %d: eval return %.1f ± %.1f, success %.0f%%",
-            task,
-            seed,
+            "%s, step %d: eval return %.1f ± %.1f, success %.0f%%",
+            what,
             step,
             row["return_mean"],
             row["return_std"],
             100 * row["success_rate"],
         )
 
-    def policy(obs):
-        if step < rl.seed_steps:
-            return rng.uniform(-1, 1, ACTION_DIM).astype(np.float32)
-        return agent.act(obs[None], step, rng=rng)[0]
-
-    def after_step():
-        nonlocal step, n_updates, t_update
-        step += 1
-        if step < rl.seed_steps or replay.size == 0 or step % rl.update_every:
-            return
+    def update() -> None:
+        nonlocal n_updates, t_update
         t1 = time.perf_counter()
-        b = replay.sample(rl.batch_size, rng, stack, rl.n_step, rl.discount)
+        b = replay.sample(knobs.batch_size, rng, stack, knobs.n_step, knobs.discount)
         m = agent.update(
             *(torch.as_tensor(b[k], device=device) for k in ("obs", "action", "reward", "next_obs")),
             step,
             discount=torch.as_tensor(b["discount"], device=device),
         )
         n_updates += 1
-        bad = sorted(k for k, v in m.items() if not np.isfinite(v))  # every number the agent reports
-        if bad:
-            raise RLDiverged(
-                f"{task} {reward_model.method} seed {seed}: non-finite {', '.join(bad)} at step {step} ({m}); "
-                f"the last good checkpoint (step {res.evals[-1]['step']}) is kept in {ckpt_dir}; "
-                "lower rl.lr or check the reward scale"
-            )
+        check_finite(m, what, step, kept())
         t_update += time.perf_counter() - t1
 
-    bar = progress_bar(rl.steps, f"{task} {reward_model.method} s{seed}", enabled=progress, unit="step")
+    bar = progress_bar(rl.steps, f"{task} {reward_model.method} s{seed}", enabled=run.progress, unit="step")
     try:
         while step < rl.steps:
             if step >= next_eval:
                 do_eval(final=False)
                 next_eval += rl.eval_every
+            # one training episode
             t0, u0 = time.perf_counter(), t_update
-            frames_a, actions_a, env_r, success, _ = run_episode(
-                env, policy, seed * 1_000_003 + episode, after_step=after_step
-            )
+            obs, _ = env.reset(seed=seed * 1_000_003 + episode)
+            frames, actions, env_r, success, done = [obs["pixels"][-3:]], [], [], False, False
+            while not done:
+                if step < rl.seed_steps:
+                    a = rng.uniform(-1, 1, ACTION_DIM).astype(np.float32)
+                else:
+                    a = agent.act(obs["pixels"][None], step, rng=rng)[0]
+                obs, r, term, trunc, info = env.step(a)
+                frames.append(obs["pixels"][-3:])
+                actions.append(a)
+                env_r.append(r)
+                success = success or bool(info["success"])
+                done = term or trunc
+                step += 1
+                if step >= rl.seed_steps and replay.size > 0 and step % knobs.update_every == 0:
+                    update()
             t_env += time.perf_counter() - t0 - (t_update - u0)
-            bar.update(L)
+            bar.update(len(actions))
+            frames_a, actions_a = np.stack(frames), np.stack(actions).astype(np.float32)
+            env_a = np.asarray(env_r, np.float32)
             t1 = time.perf_counter()
             try:
-                er = reward_model.episode(frames_a, actions_a, env_r)
+                er = reward_model.episode(frames_a, actions_a, env_a)
             except FloatingPointError as e:
-                raise RLDiverged(f"{e}; the last good checkpoint is kept in {ckpt_dir}") from None
+                raise RLDiverged(f"{e}; {kept()}") from None
             t_reward += time.perf_counter() - t1
-            replay.add(frames_a, actions_a, env_r, er.total)
+            replay.add(frames_a, actions_a, env_a, er.total)
             res.train.append(
                 {
                     "step": step,
                     "episode": episode,
-                    "env_return": float(env_r.sum()),
+                    "env_return": float(env_a.sum()),
                     "reward_return": float(er.total.sum()),
                     "success": bool(success),
                     **{f"{k}_sum": float(v.sum()) for k, v in er.terms.items()},
