@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-command set-up: system packages for headless MuJoCo rendering + a Python env with
-# genreward and its dependencies. Idempotent; safe to re-run.
+# genreward and its dependencies (with DreamerV3 from sheeprl: the dreamer extra). Idempotent.
 #
 #   ./setup.sh                      # CPU torch (laptop / CI), venv in ./.venv
 #   GENREWARD_TORCH=cuda ./setup.sh # CUDA torch + torchvision pair from PyPI
@@ -38,7 +38,7 @@ fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 # One pip command with the constraints file: torch must never be resolved on its own, or a
 # dependency (open_clip_torch, timm, diffusers) pulls the newest CUDA build instead.
-"$venv/bin/python" -m pip install -q -c "$constraints" -e ".[dev]"
+"$venv/bin/python" -m pip install -q -c "$constraints" -e ".[dev,dreamer]"
 
 # --- tool defaults that must hold offline ---
 "$venv/bin/dvc" config --local core.analytics false >/dev/null 2>&1 || true

@@ -46,6 +46,7 @@ ERRORS: dict[str, int] = {
     "builtins.FileNotFoundError": BAD_INPUT,  # the project's messages name the file and its stage
     "genreward.training.TrainingDiverged": RUNTIME_FAULT,
     "genreward.agents.registry.RLDiverged": RUNTIME_FAULT,
+    "genreward.agents.registry.AgentUnavailable": BAD_INPUT,
     "genreward.envs.gl.GLBackendError": RUNTIME_FAULT,
     "builtins.FloatingPointError": RUNTIME_FAULT,
 }

@@ -10,6 +10,8 @@ hyper-parameters, caller metadata), written atomically. Loading never unpickles:
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -141,6 +143,91 @@ def load_checkpoint(
 
 
 # -- resumable training -----------------------------------------------------------------------
+# -- nested training state (a library's checkpoint dict) as one safetensors file -------------
+STATE_FORMAT = "genreward-state/1"
+
+
+def _encode(obj: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if torch.is_tensor(obj):
+        tensors[name] = obj.detach().to("cpu", copy=True).contiguous()  # a copy: safetensors stores no shared storage
+        return {"t": name}
+    if isinstance(obj, Mapping):
+        return {"d": [[_encode(k, f"{name}.k{i}", tensors), _encode(v, f"{name}.{i}", tensors)]
+                      for i, (k, v) in enumerate(obj.items())]}  # fmt: skip
+    if isinstance(obj, (list, tuple)):
+        return {"l": [_encode(v, f"{name}.{i}", tensors) for i, v in enumerate(obj)], "tuple": isinstance(obj, tuple)}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"f": repr(obj)}
+    if hasattr(obj, "item") and getattr(obj, "shape", None) == ():  # numpy scalars
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"training state {name}: {type(obj).__name__} cannot be stored without pickle")
+
+
+def _decode(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "t" in obj:
+            return tensors[obj["t"]]
+        if "d" in obj:
+            return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["d"]}
+        if "l" in obj:
+            seq = [_decode(v, tensors) for v in obj["l"]]
+            return tuple(seq) if obj["tuple"] else seq
+        if "f" in obj:
+            return float(obj["f"])
+    return obj
+
+
+def save_state(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """``state`` (nested dicts, lists and tuples of tensors, numbers, strings: e.g. a training
+    library's checkpoint dict with module and optimizer state dicts) as one safetensors file, the
+    tensors as tensors and the nesting as JSON in the header. Written atomically (a temporary file
+    renamed): a process killed while saving leaves no partial file. Anything else (an arbitrary
+    object) is refused rather than pickled."""
+    from safetensors.torch import save_file as save
+
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _encode(dict(state), "s", tensors)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save(tensors, str(tmp), metadata={"format": STATE_FORMAT, "tree": json.dumps(tree)})
+    os.replace(tmp, path)
+    return path
+
+
+def load_state(path: str | Path, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The state :func:`save_state` wrote (``only``: just these top-level keys)."""
+    from safetensors import safe_open
+
+    try:
+        f = safe_open(str(path), framework="pt")
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise ArtifactError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    with f:
+        meta = f.metadata() or {}
+        if meta.get("format") != STATE_FORMAT:
+            raise ArtifactError(f"{path}: not a {STATE_FORMAT} file (header keys {sorted(meta)})")
+        tree = json.loads(meta["tree"])
+        if only is not None:
+            tree = {"d": [[k, v] for k, v in tree["d"] if k in only]}
+        names: list[str] = []
+
+        def walk(o: Any) -> None:
+            if isinstance(o, dict):
+                if "t" in o:
+                    names.append(o["t"])
+                for v in o.values():
+                    walk(v)
+            elif isinstance(o, list):
+                for v in o:
+                    walk(v)
+
+        walk(tree)
+        tensors = {n: f.get_tensor(n) for n in names}
+    return _decode(tree, tensors)
+
+
 def resume_dir(partial: str | Path, fingerprint: str) -> Path:
     """A resumable work folder for ``fingerprint`` (a hash of config + inputs): kept when its
     marker matches, emptied otherwise, so a run never resumes from another config's checkpoints."""

@@ -246,7 +246,7 @@ def test_rl_steps_must_cover_the_seed_steps(repo_root):
     [
         (["rl.steps=1000"], "set rl.steps=768 or 1024"),
         (["rl.steps=600", "rl.seed_steps=600"], "set rl.steps=768"),  # 512 would be below the seed steps
-        (["env.episode_length=100"], "set rl.steps=2000 or 2100"),  # the default 2048 no longer fits
+        (["env.episode_length=100"], "set rl.steps=1000 or 1100"),  # the default 1024 no longer fits
     ],
 )
 def test_rl_steps_must_be_whole_episodes(repo_root, overrides, fix):

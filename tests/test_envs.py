@@ -124,6 +124,24 @@ def test_same_seed_same_first_frame_and_randomised_resets():
         b.close()
 
 
+def test_an_env_renders_the_same_after_another_env_in_the_process_is_opened_or_closed():
+    """Each env renders in its own GL context: a training env keeps its frames while an evaluation
+    env comes and goes in the same process (without it, they came back black)."""
+    cfg = EnvConfig(image_size=48)
+    a = make_env("pick-place-v3", cfg)
+    try:
+        a.reset(seed=3)
+        before = a.render()
+        assert before.std() > 10
+        b = make_env("bin-picking-v3", cfg)
+        b.reset(seed=4)
+        np.testing.assert_array_equal(a.render(), before)
+        b.close()
+        np.testing.assert_array_equal(a.render(), before)
+    finally:
+        a.close()
+
+
 def test_fixed_positions_when_not_randomised():
     env = make_env("pick-place-v3", EnvConfig(image_size=32, randomize=False), seed=5)
     try:

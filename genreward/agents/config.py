@@ -107,6 +107,31 @@ class DrQV2Section(Section):
     )
 
 
+class DreamerV3Section(Section):
+    """DreamerV3's knobs (``rl.dreamerv3`` in params.yaml): the agent of ``rl.agent: dreamerv3``,
+    sheeprl's implementation (``genreward/agents/dreamer.py``). The run's length, random prefill
+    (``rl.seed_steps``, sheeprl's ``learning_starts``) and evaluations are ``rl``'s."""
+
+    size: Literal["XS", "S", "M", "L", "XL"] = Field(
+        "XS", description="model size preset of sheeprl (dreamer_v3_<size>): XS 256-unit layers ... XL"
+    )
+    replay_ratio: float = Field(
+        0.5,
+        gt=0.0,
+        le=64.0,
+        description="gradient steps per agent step; DreamerV3's train ratio 512 = 0.5 x batch 16 x sequence 64",
+    )
+    batch_size: int = Field(16, ge=1, le=4096, description="sequences per world-model update")
+    sequence_length: int = Field(64, ge=2, le=4096, description="steps per sequence of a world-model update")
+    buffer_size: int = Field(0, ge=0, description="replay capacity in agent steps (0: the whole run, rl.steps)")
+    log_every: int = Field(1000, ge=1, description="agent steps between logged training metrics (metrics.csv)")
+    overrides: tuple[str, ...] = Field(
+        (),
+        description="more sheeprl settings as its hydra overrides (KEY=VALUE), applied last, e.g. "
+        "algo.world_model.optimizer.lr=1e-4 or fabric.devices=2 fabric.strategy=ddp",
+    )
+
+
 class RLConfig(Section):
     """Online RL fine-tuning with generated rewards (``rl:`` in params.yaml; stage finetune_rl).
 
@@ -146,6 +171,7 @@ class RLConfig(Section):
     eval_episodes: int = Field(2, ge=1, description="episodes per evaluation (deterministic policy)")
     gif_episodes: int = Field(1, ge=0, description="final evaluation episodes saved as GIF")
     drqv2: DrQV2Section = DrQV2Section()
+    dreamerv3: DreamerV3Section = DreamerV3Section()
 
     @field_validator("agent")
     @classmethod

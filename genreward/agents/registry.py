@@ -21,6 +21,7 @@ when a run needs it) and the name of its knobs' sub-section of ``rl`` (a field o
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +29,10 @@ from typing import Any, Callable
 
 class RLDiverged(RuntimeError):
     """A non-finite loss or reward; the last good checkpoint is kept."""
+
+
+class AgentUnavailable(RuntimeError):
+    """The agent's library is not installed."""
 
 
 @dataclass
@@ -60,11 +65,17 @@ class AgentSpec:
     runner: str | Callable[[RLRun], RunResult]  # a function or "module:function"
     section: str  # the field of RLConfig with the agent's knobs
     description: str
-    requires: str | None = None  # the pip extra that installs it, when not part of the base install
+    requires: str | None = None  # a module the runner needs beyond the base install (checked first)
+    extra: str | None = None  # the pip extra of this project that installs it
 
     def train_fn(self) -> Callable[[RLRun], RunResult]:
         if callable(self.runner):
             return self.runner
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            raise AgentUnavailable(
+                f"rl.agent needs {self.requires}, which is not installed; ./setup.sh installs it "
+                f"(or: pip install -c constraints/cpu.txt -e '.[{self.extra}]')"
+            )
         module, _, attr = self.runner.partition(":")
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):
@@ -77,6 +88,13 @@ AGENTS: dict[str, AgentSpec] = {
         "genreward.agents.online:train",
         section="drqv2",
         description="DrQ-v2 (model-free actor-critic on augmented pixels; genreward.agents.drqv2)",
+    ),
+    "dreamerv3": AgentSpec(
+        "genreward.agents.dreamer:train",
+        section="dreamerv3",
+        description="DreamerV3 (world model + actor-critic in imagination), sheeprl's implementation",
+        requires="sheeprl",
+        extra="dreamer",
     ),
 }
 

@@ -140,7 +140,15 @@ class MetaWorldPixelEnv(_gym().Env):
         return self._obs(state), total, False, truncated, info
 
     def render(self) -> np.ndarray:
-        """The current camera frame, upright, uint8 ``[H, W, 3]``."""
+        """The current camera frame, upright, uint8 ``[H, W, 3]``.
+
+        Rendered in this env's own GL context: gymnasium's MuJoCo renderer makes its context
+        current only when it is created, so with several envs in one process (a training and an
+        evaluation env) each would render in whichever context was made current last, and once
+        one env is closed the others would render black frames."""
+        viewer = getattr(getattr(self._env, "mujoco_renderer", None), "_viewers", {}).get("rgb_array")
+        if viewer is not None:
+            viewer.make_context_current()
         frame = self._env.render()
         return np.ascontiguousarray(frame[::-1])
 

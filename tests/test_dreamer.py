@@ -1,0 +1,114 @@
+"""DreamerV3 (sheeprl) as the `dreamerv3` agent: a tiny run through the finetune_rl stage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from .conftest import REPO
+
+# Smaller than sheeprl's XS preset: a smoke test of the wiring, not of learning.
+TINY = (
+    "algo.dense_units=32",
+    "algo.mlp_layers=1",
+    "algo.world_model.encoder.cnn_channels_multiplier=4",
+    "algo.world_model.recurrent_model.recurrent_state_size=32",
+    "algo.world_model.transition_model.hidden_size=32",
+    "algo.world_model.representation_model.hidden_size=32",
+    "algo.world_model.stochastic_size=4",
+    "algo.world_model.discrete_size=4",
+)
+
+
+def _cfg(tmp_path, *extra):
+    from genreward.config import load_config
+
+    return load_config(
+        REPO / "params.yaml",
+        overrides=[
+            f"store.data_dir={tmp_path / 'data'}",
+            f"store.reports_dir={tmp_path / 'reports'}",
+            "tasks=[reach-v3]",
+            "prompts.reach-v3=reach",
+            "rl.tasks=[reach-v3]",
+            "rl.methods=[env_only]",
+            "rl.seeds=[0]",
+            "rl.agent=dreamerv3",
+            "rl.steps=96",
+            "rl.seed_steps=32",
+            "rl.eval_every=48",
+            "rl.eval_episodes=1",
+            "env.episode_length=32",
+            "rl.dreamerv3.batch_size=2",
+            "rl.dreamerv3.sequence_length=8",
+            "rl.dreamerv3.replay_ratio=0.25",
+            "rl.dreamerv3.log_every=32",
+            f"rl.dreamerv3.overrides=[{','.join(TINY)}]",
+            *extra,
+        ],
+    )
+
+
+def test_dreamerv3_run_writes_what_drqv2_runs_write_and_restarts_after_a_crash(tmp_path, monkeypatch):
+    from genreward.agents import dreamer
+    from genreward.agents.registry import RLDiverged
+    from genreward.training import load_state
+    from stages.finetune_rl import STAGE
+    from stages.table import Item
+
+    cfg = _cfg(tmp_path)
+    item = Item("reach-v3", "env_only", 0)
+    out = STAGE.paths(cfg, item)[1]["run"]
+    partial = out.parent / f".{out.name}.partial"
+
+    # A run that stops half-way (here: a diverging loss at the first logged metrics) is never
+    # reported as finished: no output folder, its partial folder kept.
+    real = dreamer.MetricsLog.log_metrics
+
+    def nan_loss(self, metrics, step=None):
+        if any(k.startswith("Loss/") for k in metrics):
+            metrics = {**metrics, "Loss/world_model_loss": float("nan")}
+        return real(self, metrics, step)
+
+    monkeypatch.setattr(dreamer.MetricsLog, "log_metrics", nan_loss)
+    with pytest.raises(RLDiverged, match="non-finite Loss/world_model_loss"):
+        STAGE.run_item(cfg, item)
+    assert not out.exists() and partial.is_dir()
+    monkeypatch.setattr(dreamer.MetricsLog, "log_metrics", real)
+
+    # The rerun starts from scratch and completes.
+    summary = STAGE.run_item(cfg, item)
+    assert not partial.exists() and summary["agent"] == "dreamerv3" and summary["steps"] == 96
+    evals = pd.read_parquet(out / "eval.parquet")
+    assert evals["step"].tolist() == [48, 96] and set(evals["agent"]) == {"dreamerv3"}
+    assert np.isfinite(evals["return_mean"]).all() and (evals["episodes"] == 1).all()
+    train = pd.read_csv(out / "train.csv")
+    assert train["step"].tolist() == [32, 64, 96]
+    np.testing.assert_allclose(train["reward_return"], train["env_return"], rtol=1e-5)  # env_only: the env reward
+    assert (out / "rollout.gif").stat().st_size > 1000
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["agent"] == "dreamerv3" and meta["complete"] and meta["params"]["rl"]["dreamerv3"]["size"] == "XS"
+    # Weights without pickle: safetensors checkpoints only, the replay not kept.
+    agent = out / "agent"
+    ckpts = sorted(p.name for p in (agent / "checkpoint").iterdir())
+    assert ckpts and all(n.endswith(".safetensors") for n in ckpts), ckpts
+    assert not (agent / "memmap_buffer").exists() and not list(agent.rglob("*.ckpt"))
+    state = load_state(agent / "checkpoint" / ckpts[-1], only=("world_model", "actor", "iter_num"))
+    assert state["iter_num"] == 96 and any(k.startswith("encoder") for k in state["world_model"])
+    assert (agent / "config.yaml").is_file() and (agent / "metrics.csv").stat().st_size > 0
+
+
+def test_dreamerv3_settings_reach_sheeprl(tmp_path):
+    """The run's budget and knobs become sheeprl's settings; extra overrides come last."""
+    from genreward.agents.dreamer import overrides
+    from genreward.agents.registry import RLRun
+
+    cfg = _cfg(tmp_path, "rl.dreamerv3.size=S", "rl.dreamerv3.overrides=[algo.replay_ratio=1]")
+    run = RLRun("reach-v3", 3, cfg.rl, cfg.env, None, "cpu", tmp_path / "agent")
+    o = overrides(run, "k", tmp_path)
+    assert "algo=dreamer_v3_S" in o and "algo.total_steps=96" in o and "algo.learning_starts=32" in o
+    assert "seed=3" in o and "checkpoint.every=48" in o and "buffer.checkpoint=False" in o
+    assert o[-1] == "algo.replay_ratio=1" and "algo.replay_ratio=0.25" in o
