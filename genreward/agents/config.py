@@ -121,8 +121,10 @@ class DreamerV3Section(Section):
         le=64.0,
         description="gradient steps per agent step; DreamerV3's train ratio 512 = 0.5 x batch 16 x sequence 64",
     )
-    batch_size: int = Field(16, ge=1, le=4096, description="sequences per world-model update")
-    sequence_length: int = Field(64, ge=2, le=4096, description="steps per sequence of a world-model update")
+    batch_size: int = Field(4, ge=1, le=4096, description="sequences per world-model update (the paper: 16)")
+    sequence_length: int = Field(
+        16, ge=2, le=4096, description="steps per sequence of a world-model update (the paper: 64)"
+    )
     buffer_size: int = Field(0, ge=0, description="replay capacity in agent steps (0: the whole run, rl.steps)")
     log_every: int = Field(1000, ge=1, description="agent steps between logged training metrics (metrics.csv)")
     overrides: tuple[str, ...] = Field(
