@@ -37,9 +37,9 @@ def _cfg(tmp_path, *extra):
             "rl.methods=[env_only]",
             "rl.seeds=[0]",
             "rl.agent=dreamerv3",
-            "rl.steps=96",
-            "rl.seed_steps=32",
-            "rl.eval_every=48",
+            "rl.steps=256",
+            "rl.seed_steps=64",
+            "rl.eval_every=128",
             "rl.eval_episodes=1",
             "env.episode_length=32",
             "rl.dreamerv3.batch_size=2",
@@ -81,12 +81,12 @@ def test_dreamerv3_run_writes_what_drqv2_runs_write_and_restarts_after_a_crash(t
 
     # The rerun starts from scratch and completes.
     summary = STAGE.run_item(cfg, item)
-    assert not partial.exists() and summary["agent"] == "dreamerv3" and summary["steps"] == 96
+    assert not partial.exists() and summary["agent"] == "dreamerv3" and summary["steps"] == 256
     evals = pd.read_parquet(out / "eval.parquet")
-    assert evals["step"].tolist() == [48, 96] and set(evals["agent"]) == {"dreamerv3"}
+    assert evals["step"].tolist() == [128, 256] and set(evals["agent"]) == {"dreamerv3"}
     assert np.isfinite(evals["return_mean"]).all() and (evals["episodes"] == 1).all()
     train = pd.read_csv(out / "train.csv")
-    assert train["step"].tolist() == [32, 64, 96]
+    assert train["step"].tolist() == list(range(32, 257, 32))
     np.testing.assert_allclose(train["reward_return"], train["env_return"], rtol=1e-5)  # env_only: the env reward
     assert (out / "rollout.gif").stat().st_size > 1000
     meta = json.loads((out / "run.json").read_text())
@@ -97,7 +97,7 @@ def test_dreamerv3_run_writes_what_drqv2_runs_write_and_restarts_after_a_crash(t
     assert ckpts and all(n.endswith(".safetensors") for n in ckpts), ckpts
     assert not (agent / "memmap_buffer").exists() and not list(agent.rglob("*.ckpt"))
     state = load_state(agent / "checkpoint" / ckpts[-1], only=("world_model", "actor", "iter_num"))
-    assert state["iter_num"] == 96 and any(k.startswith("encoder") for k in state["world_model"])
+    assert state["iter_num"] == 256 and any(k.startswith("encoder") for k in state["world_model"])
     assert (agent / "config.yaml").is_file() and (agent / "metrics.csv").stat().st_size > 0
 
 
@@ -109,6 +109,6 @@ def test_dreamerv3_settings_reach_sheeprl(tmp_path):
     cfg = _cfg(tmp_path, "rl.dreamerv3.size=S", "rl.dreamerv3.overrides=[algo.replay_ratio=1]")
     run = RLRun("reach-v3", 3, cfg.rl, cfg.env, None, "cpu", tmp_path / "agent")
     o = overrides(run, "k", tmp_path)
-    assert "algo=dreamer_v3_S" in o and "algo.total_steps=96" in o and "algo.learning_starts=32" in o
-    assert "seed=3" in o and "checkpoint.every=48" in o and "buffer.checkpoint=False" in o
+    assert "algo=dreamer_v3_S" in o and "algo.total_steps=256" in o and "algo.learning_starts=64" in o
+    assert "seed=3" in o and "checkpoint.every=128" in o and "buffer.checkpoint=False" in o
     assert o[-1] == "algo.replay_ratio=1" and "algo.replay_ratio=0.25" in o
