@@ -31,21 +31,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 AGENTS = ("drqv2", "dreamerv3")
-TINY_DREAMER = (
-    "algo.dense_units=32",
-    "algo.mlp_layers=1",
-    "algo.world_model.encoder.cnn_channels_multiplier=4",
-    "algo.world_model.recurrent_model.recurrent_state_size=32",
-    "algo.world_model.transition_model.hidden_size=32",
-    "algo.world_model.representation_model.hidden_size=32",
-    "algo.world_model.stochastic_size=4",
-    "algo.world_model.discrete_size=4",
-)
 
 
 def child(args) -> dict:
     import tempfile
 
+    from genreward.agents.config import DREAMERV3_TINY
     from genreward.agents.registry import RLRun, agent_spec
     from genreward.config import load_config
     from genreward.rewards.combine import RewardModel
@@ -63,7 +54,7 @@ def child(args) -> dict:
     ]
     if args.quick:
         sets += ["env.episode_length=64", "rl.dreamerv3.batch_size=2", "rl.dreamerv3.sequence_length=8"]
-        sets += [f"rl.dreamerv3.overrides=[{','.join(TINY_DREAMER)}]", "rl.drqv2.batch_size=8"]
+        sets += [f"rl.dreamerv3.overrides=[{','.join(DREAMERV3_TINY)}]", "rl.drqv2.batch_size=8"]
     cfg = load_config(REPO / "params.yaml", overrides=sets, profile=args.profile)
     configure_process(cfg.runtime.threads, malloc_tuning=cfg.runtime.malloc_tuning)
     timer = {"n": 0, "s": 0.0}

@@ -8,19 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .conftest import REPO
+from genreward.agents.config import DREAMERV3_TINY
 
-# Smaller than sheeprl's XS preset: a smoke test of the wiring, not of learning.
-TINY = (
-    "algo.dense_units=32",
-    "algo.mlp_layers=1",
-    "algo.world_model.encoder.cnn_channels_multiplier=4",
-    "algo.world_model.recurrent_model.recurrent_state_size=32",
-    "algo.world_model.transition_model.hidden_size=32",
-    "algo.world_model.representation_model.hidden_size=32",
-    "algo.world_model.stochastic_size=4",
-    "algo.world_model.discrete_size=4",
-)
+from .conftest import REPO
 
 
 def _cfg(tmp_path, *extra):
@@ -46,7 +36,7 @@ def _cfg(tmp_path, *extra):
             "rl.dreamerv3.sequence_length=8",
             "rl.dreamerv3.replay_ratio=0.25",
             "rl.dreamerv3.log_every=32",
-            f"rl.dreamerv3.overrides=[{','.join(TINY)}]",
+            f"rl.dreamerv3.overrides=[{','.join(DREAMERV3_TINY)}]",
             *extra,
         ],
     )

@@ -134,6 +134,20 @@ class DreamerV3Section(Section):
     )
 
 
+# A DreamerV3 smaller than sheeprl's XS preset, for smoke runs (tests, `benchmarks/agent_throughput.py --quick`):
+# pass as rl.dreamerv3.overrides. It checks the wiring, not learning.
+DREAMERV3_TINY = (
+    "algo.dense_units=32",
+    "algo.mlp_layers=1",
+    "algo.world_model.encoder.cnn_channels_multiplier=4",
+    "algo.world_model.recurrent_model.recurrent_state_size=32",
+    "algo.world_model.transition_model.hidden_size=32",
+    "algo.world_model.representation_model.hidden_size=32",
+    "algo.world_model.stochastic_size=4",
+    "algo.world_model.discrete_size=4",
+)
+
+
 class RLConfig(Section):
     """Online RL fine-tuning with generated rewards (``rl:`` in params.yaml; stage finetune_rl).
 
