@@ -202,3 +202,35 @@ def process_settings() -> dict:
     """What the last :func:`configure_process` / :func:`configure_worker` call chose in this
     process (empty when neither was called)."""
     return dict(_settings)
+
+
+def deterministic(seed: int) -> dict:
+    """Make this process's torch work reproducible for ``seed`` (``rl.deterministic``).
+
+    On CPU the result of a convolution or matrix product depends on how many threads split its
+    sums (measured: a DrQ-v2 run's evaluation returns differ in the 5th digit between 1 and 2
+    threads, and the difference grows with training), so the automatic thread count, which
+    depends on the machine and on what else runs, makes reruns differ. This sets one intra-op
+    thread (the count no longer depends on the machine or ``GENREWARD_THREADS``), turns on
+    ``torch.use_deterministic_algorithms`` (an op without a deterministic version raises instead
+    of running), sets ``CUBLAS_WORKSPACE_CONFIG`` for CUDA, and seeds python's, numpy's and
+    torch's global generators. Reruns are then equal on the same machine, library versions and
+    device; another CPU (instruction set) or device may still round differently. The cost is
+    speed on a multi-core machine (docs/results.md). Returns what it set, for provenance.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's reproducible workspace
+    _apply_threads(1)
+    torch.use_deterministic_algorithms(True)
+    if hasattr(torch.backends, "cudnn"):
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    _settings.update(threads=1, source="rl.deterministic", interop_threads=torch.get_num_interop_threads())
+    return {"deterministic": True, "threads": 1, "seed": seed}

@@ -33,6 +33,8 @@ def load_evals(cfg: Config, runs: Path):
                 df = pd.read_parquet(d / "eval.parquet")
                 if "agent" not in df.columns:  # runs written before agents were a column were DrQ-v2's
                     df.insert(3, "agent", "drqv2")
+                if "env_reward" not in df.columns:  # and before the reward settings, on the dense reward
+                    df.insert(4, "env_reward", "dense")
                 frames.append(df)
     if missing:
         raise FileNotFoundError(
@@ -45,31 +47,46 @@ def load_evals(cfg: Config, runs: Path):
 def curves(evals):
     """Mean ± std over seeds at every evaluation step, per task, agent and method."""
     g = evals.groupby(["task", "agent", "method", "step"])
+    extra = {"obj_to_target_mean": ("final_obj_to_target", "mean")} if "final_obj_to_target" in evals else {}
     out = g.agg(
         return_mean=("return_mean", "mean"),
         return_std=("return_mean", "std"),
         success_mean=("success_rate", "mean"),
+        **extra,
         seeds=("seed", "nunique"),
     ).reset_index()
     return out.fillna({"return_std": 0.0})
 
 
+def _mean_std(x) -> tuple[float, float]:
+    return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
+
+
 def final_metrics(evals) -> dict:
     """``{task: {method: {...}}}`` with the agent as a field; with several agents in the runs the
-    key is ``<method>@<agent>``."""
+    key is ``<method>@<agent>``. Each entry: the final evaluation's dense return and success rate
+    and (where the runs report it) final object-to-goal distance, mean and std over seeds, the
+    per-seed final returns, and the env reward setting the runs learned from."""
     last = evals.loc[evals.groupby(["task", "agent", "method", "seed"])["step"].idxmax()]
     several = last["agent"].nunique() > 1
     out: dict = {}
     for (task, agent, method), df in last.groupby(["task", "agent", "method"]):
-        r = df["return_mean"].to_numpy()
-        out.setdefault(task, {})[f"{method}@{agent}" if several else method] = {
+        df = df.sort_values("seed")
+        r_mean, r_std = _mean_std(df["return_mean"].to_numpy())
+        entry = {
             "agent": agent,
-            "return_mean": float(r.mean()),
-            "return_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
+            "env_reward": "/".join(sorted(set(df["env_reward"]))),
+            "return_mean": r_mean,
+            "return_std": r_std,
             "success_rate": float(df["success_rate"].mean()),
-            "seeds": int(len(r)),
+            "seeds": int(len(df)),
             "steps": int(df["step"].max()),
+            "per_seed_return": {f"seed{int(s)}": float(r) for s, r in zip(df["seed"], df["return_mean"])},
         }
+        if "final_obj_to_target" in df.columns and df["final_obj_to_target"].notna().any():
+            d_mean, d_std = _mean_std(df["final_obj_to_target"].dropna().to_numpy())
+            entry.update(obj_to_target_mean=d_mean, obj_to_target_std=d_std)
+        out.setdefault(task, {})[f"{method}@{agent}" if several else method] = entry
     return out
 
 
@@ -89,26 +106,45 @@ def summary_table(metrics: dict, methods: tuple[str, ...]) -> str:
             lines.append(f"| {task} | {agent} | " + " | ".join(cells) + " |")
     steps = {v["steps"] for per in metrics.values() for v in per.values()}
     seeds = {v["seeds"] for per in metrics.values() for v in per.values()}
+    settings = {s for per in metrics.values() for v in per.values() for s in v.get("env_reward", "dense").split("/")}
     lines += [
         "",
         f"Final evaluation: dense-reward episode return, mean ± std over {'/'.join(map(str, sorted(seeds)))} "
-        f"seed(s), success rate (any step) in brackets; {'/'.join(map(str, sorted(steps)))} agent steps.",
+        f"seed(s), success rate (any step) in brackets; {'/'.join(map(str, sorted(steps)))} agent steps. "
+        f"The agents learned from the {'/'.join(sorted(settings))} env reward (rl.env_reward).",
     ]
+    if any("obj_to_target_mean" in v for per in metrics.values() for v in per.values()):
+        lines += ["", "Final object-to-goal distance (mean ± std over seeds; lower is better):", ""]
+        lines += ["| task | agent | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+        for task, per in metrics.items():
+            for agent in sorted({v["agent"] for v in per.values()}):
+                cells = []
+                for m in methods:
+                    v = next((v for k, v in per.items() if k.split("@")[0] == m and v["agent"] == agent), None)
+                    ok = v is not None and "obj_to_target_mean" in v
+                    cells.append(f"{v['obj_to_target_mean']:.4f} ± {v['obj_to_target_std']:.4f}" if ok else "–")
+                lines.append(f"| {task} | {agent} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot_task(df, task: str, path: Path) -> Path:
+def plot_task(df, task: str, path: Path, per_seed=None) -> Path:
+    """Mean ± std over seeds of the return, and the success rate; each seed's return curve as a
+    thin line of its method's colour (``per_seed``: the runs' evaluation rows)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
     several = df["agent"].nunique() > 1
     for (agent, method), d in df.groupby(["agent", "method"]):
         label = f"{method} ({agent})" if several else method
-        axes[0].plot(d["step"], d["return_mean"], label=label)
+        (line,) = axes[0].plot(d["step"], d["return_mean"], label=label)
         axes[0].fill_between(
             d["step"], d["return_mean"] - d["return_std"], d["return_mean"] + d["return_std"], alpha=0.2
         )
+        if per_seed is not None:
+            mine = per_seed[(per_seed["agent"] == agent) & (per_seed["method"] == method)]
+            for _, s in mine.groupby("seed"):
+                axes[0].plot(s["step"], s["return_mean"], color=line.get_color(), lw=0.6, alpha=0.5)
         axes[1].plot(d["step"], d["success_mean"], label=label)
-    axes[0].set_title(f"{task}: episode return (dense)", fontsize=9)
+    axes[0].set_title(f"{task}: episode return (dense; thin: each seed)", fontsize=9)
     axes[1].set_title(f"{task}: success rate", fontsize=9)
     for ax in axes:
         ax.set_xlabel("agent steps")
@@ -126,12 +162,11 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         for (task, agent, method), d in cur.groupby(["task", "agent", "method"]):
             (tmp / task).mkdir(exist_ok=True)
             name = f"{method}@{agent}" if several else method
-            d[["step", "return_mean", "return_std", "success_mean", "seeds"]].to_csv(
-                tmp / task / f"{name}.csv", index=False
-            )
+            cols = ["step", "return_mean", "return_std", "success_mean", "obj_to_target_mean", "seeds"]
+            d[[c for c in cols if c in d.columns]].to_csv(tmp / task / f"{name}.csv", index=False)
     with atomic_dir(outputs["plots"]) as tmp:
         for task, d in cur.groupby("task"):
-            plot_task(d, task, tmp / f"{task}.png")
+            plot_task(d, task, tmp / f"{task}.png", evals[evals["task"] == task])
     metrics = final_metrics(evals)
     write_json_atomic(outputs["metrics"], metrics)
     table = summary_table(metrics, cfg.rl.methods)

@@ -58,13 +58,18 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     shutil.rmtree(partial, ignore_errors=True)  # runs are not resumed: the replay is not checkpointed
     partial.mkdir(parents=True)
     agent = cfg.rl.agent
+    if cfg.rl.deterministic:
+        from genreward.runtime import deterministic
+
+        deterministic(seed)
     res = agent_spec(agent).train_fn()(
         RLRun(
             task, seed, cfg.rl, cfg.env, rm, cfg.resolve_device(), partial / "agent", fb_encoder, cfg.runtime.progress
         )
     )
     evals = pd.DataFrame([{k: v for k, v in e.items() if k != "returns"} for e in res.evals])
-    for i, (name, value) in enumerate((("task", task), ("method", method), ("seed", seed), ("agent", agent))):
+    ids = (("task", task), ("method", method), ("seed", seed), ("agent", agent), ("env_reward", cfg.rl.env_reward))
+    for i, (name, value) in enumerate(ids):
         evals.insert(i, name, value)
     evals.to_parquet(partial / "eval.parquet", index=False)
     pd.DataFrame(res.train).to_csv(partial / "train.csv", index=False)
@@ -76,8 +81,11 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         "method": method,
         "seed": seed,
         "agent": agent,
+        "env_reward": cfg.rl.env_reward,
+        "deterministic": cfg.rl.deterministic,
         "final_return_mean": final["return_mean"],
         "final_success_rate": final["success_rate"],
+        "final_obj_to_target": final.get("final_obj_to_target"),
         "steps": final["step"],
         "timing": res.timing,
         "reward_stats": {k: s.state() for k, s in rm.stats.items()},
@@ -116,12 +124,15 @@ def report(cfg: Config, item, inputs: dict[str, Path], outputs: dict[str, Path],
     from stages.reports import Table, artifact_key, rows_of
 
     evals = pd.read_parquet(outputs["run"] / "eval.parquet")
-    columns = [c for c in ("step", "return_mean", "return_std", "success_rate") if c in evals.columns]
+    columns = [
+        c for c in ("step", "return_mean", "return_std", "success_rate", "final_obj_to_target") if c in evals.columns
+    ]
     return [
         Table(
             artifact_key("finetune_rl", item.label, "evaluations"),
             rows_of(evals.to_dict("records"), columns),
-            f"{item.label}: evaluations of the noise-free policy (dense env return, success rate)",
+            f"{item.label}: evaluations of the noise-free policy (dense env return, success rate, final "
+            f"object-to-goal distance); trained on the {cfg.rl.env_reward} env reward",
         )
     ]
 

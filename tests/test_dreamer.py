@@ -49,7 +49,7 @@ def test_dreamerv3_run_writes_what_drqv2_runs_write_and_restarts_after_a_crash(t
     from stages.finetune_rl import STAGE
     from stages.table import Item
 
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, "rl.env_reward=sparse", "rl.sparse_interval=16")
     item = Item("reach-v3", "env_only", 0)
     out = STAGE.paths(cfg, item)[1]["run"]
     partial = out.parent / f".{out.name}.partial"
@@ -77,7 +77,11 @@ def test_dreamerv3_run_writes_what_drqv2_runs_write_and_restarts_after_a_crash(t
     assert np.isfinite(evals["return_mean"]).all() and (evals["episodes"] == 1).all()
     train = pd.read_csv(out / "train.csv")
     assert train["step"].tolist() == list(range(32, 257, 32))
-    np.testing.assert_allclose(train["reward_return"], train["env_return"], rtol=1e-5)  # env_only: the env reward
+    # env_only on the sparse env reward: it learns from the env reward paid every 16 steps (2 of 32);
+    # the dense return is reported beside it
+    np.testing.assert_allclose(train["reward_return"], train["env_reward_return"], rtol=1e-5)
+    assert (train["env_return"] > 4 * train["env_reward_return"]).all() and (train["env_reward_return"] > 0).all()
+    assert (evals["env_reward"] == "sparse").all() and evals["final_obj_to_target"].notna().all()
     assert (out / "rollout.gif").stat().st_size > 1000
     meta = json.loads((out / "run.json").read_text())
     assert meta["agent"] == "dreamerv3" and meta["complete"] and meta["params"]["rl"]["dreamerv3"]["size"] == "XS"
@@ -91,6 +95,30 @@ def test_dreamerv3_run_writes_what_drqv2_runs_write_and_restarts_after_a_crash(t
     assert (agent / "config.yaml").is_file() and (agent / "metrics.csv").stat().st_size > 0
 
 
+def test_an_error_of_the_env_stops_a_dreamerv3_run_instead_of_restarting_its_env(tmp_path, monkeypatch):
+    """sheeprl restarts an env that raises an Exception; a non-finite reward of ours must stop the
+    run (RLDiverged), at once, and nothing is reported as finished."""
+    from genreward.agents.registry import RLDiverged
+    from genreward.rewards.wrapper import GenRewardWrapper
+    from stages.finetune_rl import STAGE
+    from stages.table import Item
+
+    real, calls = GenRewardWrapper.step, []
+
+    def bad_reward(self, action):
+        calls.append(1)
+        if len(calls) == 40:
+            raise FloatingPointError("env_only: non-finite reward at step 39 (terms: {})")
+        return real(self, action)
+
+    monkeypatch.setattr(GenRewardWrapper, "step", bad_reward)
+    cfg = _cfg(tmp_path)
+    item = Item("reach-v3", "env_only", 0)
+    with pytest.raises(RLDiverged, match="DreamerV3: env_only: non-finite reward at step 39"):
+        STAGE.run_item(cfg, item)
+    assert len(calls) == 40 and not STAGE.paths(cfg, item)[1]["run"].exists()
+
+
 def test_dreamerv3_settings_reach_sheeprl(tmp_path):
     """The run's budget and knobs become sheeprl's settings; extra overrides come last."""
     from genreward.agents.dreamer import overrides
@@ -102,3 +130,7 @@ def test_dreamerv3_settings_reach_sheeprl(tmp_path):
     assert "algo=dreamer_v3_S" in o and "algo.total_steps=256" in o and "algo.learning_starts=64" in o
     assert "seed=3" in o and "checkpoint.every=128" in o and "buffer.checkpoint=False" in o
     assert o[-1] == "algo.replay_ratio=1" and "algo.replay_ratio=0.25" in o
+    assert "torch_use_deterministic_algorithms=False" in o
+    run = RLRun("reach-v3", 3, _cfg(tmp_path, "rl.deterministic=true").rl, cfg.env, None, "cpu", tmp_path / "agent")
+    o = overrides(run, "k", tmp_path)  # sheeprl sets torch's switches itself: ours must reach it
+    assert "torch_use_deterministic_algorithms=True" in o and "torch_backends_cudnn_benchmark=False" in o

@@ -268,3 +268,51 @@ def test_gl_respects_user_setting(monkeypatch):
     monkeypatch.setattr(gl, "_available", lambda name: False)
     with pytest.raises(gl.GLBackendError, match="apt-get install libegl1"):
         gl.configure()
+
+
+class _Scripted:
+    """A stand-in env: reward t+1 at step t, success from step 5 on."""
+
+    def __init__(self):
+        import gymnasium as gym
+
+        self.observation_space = gym.spaces.Box(0, 1, (1,))
+        self.action_space = gym.spaces.Box(-1, 1, (1,))
+        self.metadata, self.render_mode, self.spec, self.t = {}, None, None, 0
+
+    def reset(self, **kw):
+        self.t = 0
+        return np.zeros(1), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(1), float(self.t), False, self.t == 8, {"success": self.t >= 6}
+
+
+@pytest.mark.parametrize(
+    "setting, expected",
+    [
+        ("dense", [1, 2, 3, 4, 5, 6, 7, 8]),
+        ("sparse", [0, 0, 3, 0, 0, 6, 0, 0]),  # (t+1) % 3 == 0 with t counted from 0 after each reset
+        ("success", [0, 0, 0, 0, 0, 1, 1, 1]),
+    ],
+)
+def test_env_reward_settings_pay_what_the_paper_code_pays(setting, expected):
+    import gymnasium as gym
+
+    from genreward.envs.reward_setting import EnvRewardSetting
+
+    class Env(_Scripted, gym.Env):
+        pass
+
+    env = EnvRewardSetting(Env(), setting, interval=3)
+    for _ in range(2):  # the sparse schedule restarts with every episode
+        env.reset()
+        got, dense = [], []
+        for _ in range(8):
+            _, r, _, _, info = env.step(np.zeros(1))
+            got.append(r)
+            dense.append(info["dense_reward"])
+        assert got == expected and dense == [1, 2, 3, 4, 5, 6, 7, 8]
+    with pytest.raises(ValueError, match="env reward setting 'shaped': choose one of dense, sparse, success"):
+        EnvRewardSetting(Env(), "shaped")

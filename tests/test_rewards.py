@@ -345,6 +345,15 @@ def test_online_training_evaluates_checkpoints_and_times_the_reward(tmp_path):
     assert meta["step"] == 96 and len(meta["evals"]) == 3
 
 
+def test_online_training_learns_from_the_sparse_env_reward_and_reports_the_dense_one(tmp_path):
+    rl, env = _tiny_rl(env_reward="sparse", sparse_interval=16, steps=64, eval_every=64)
+    res = _train(rl, env, RewardModel("env_only", RewardConfig(normalize=False), {}), tmp_path / "agent")
+    for row in res.train:  # reach-v3's dense reward is positive at every step; 2 of 32 steps pay it
+        assert row["reward_return"] == pytest.approx(row["env_reward_return"])
+        assert 0 < row["env_reward_return"] < row["env_return"] / 4
+    assert all(np.isfinite(e["final_obj_to_target"]) and e["final_obj_to_target"] > 0 for e in res.evals)
+
+
 def test_online_training_stops_on_a_non_finite_reward_and_keeps_the_checkpoint(tmp_path):
     from genreward.agents.registry import RLDiverged
 

@@ -29,7 +29,7 @@ def _cfg(tmp_path, *extra):
     )
 
 
-def _fake_run(root, method, seed, returns, success, agent=None):
+def _fake_run(root, method, seed, returns, success, agent=None, distance=None):
     d = root / "data" / "rl" / "reach-v3" / method / f"seed{seed}"
     d.mkdir(parents=True)
     pd.DataFrame(
@@ -44,6 +44,7 @@ def _fake_run(root, method, seed, returns, success, agent=None):
             "return_std": 0.0,
             "success_rate": success,
             "episodes": 2,
+            **({} if distance is None else {"env_reward": "sparse", "final_obj_to_target": distance}),
         }
     ).to_parquet(d / "eval.parquet")
     (d / "run.json").write_text("{}")
@@ -72,7 +73,27 @@ def test_evaluate_aggregates_seeds_into_curves_metrics_and_table(tmp_path):
     assert curve["step"].tolist() == [0, 100, 200] and curve["return_mean"].tolist() == [1.0, 4.0, 7.0]
     table = (tmp_path / "reports/summary.md").read_text()
     assert "| reach-v3 | drqv2 | 7.0 ± 2.8 (50%) | 4.0 ± 1.4 (50%) |" in table  # runs without an agent column
+    assert g["per_seed_return"] == {"seed0": 9.0, "seed1": 5.0} and "learned from the dense env reward" in table
+    assert "obj_to_target" not in table and "obj_to_target_mean" not in g
     assert (tmp_path / "reports/plots/reach-v3.png").stat().st_size > 1000
+
+
+def test_evaluate_reports_the_env_reward_setting_and_the_final_distance(tmp_path):
+    from stages import evaluate
+
+    for method, seed, dist in (("genreward", 0, [0.3, 0.2, 0.1]), ("genreward", 1, [0.3, 0.2, 0.3])):
+        _fake_run(tmp_path, method, seed, [1.0, 2.0, 3.0], [0, 0, 0], distance=dist)
+    for seed in (0, 1):
+        _fake_run(tmp_path, "env_only", seed, [1.0, 2.0, 3.0], [0, 0, 0], distance=[0.3, 0.3, 0.25])
+    m = evaluate.STAGE.execute(_cfg(tmp_path))
+    g = m["reach-v3"]["genreward"]
+    assert g["env_reward"] == "sparse" and g["obj_to_target_mean"] == pytest.approx(0.2)
+    assert g["obj_to_target_std"] == pytest.approx(np.std([0.1, 0.3], ddof=1))
+    table = (tmp_path / "reports/summary.md").read_text()
+    assert "learned from the sparse env reward" in table
+    assert "| reach-v3 | drqv2 | 0.2000 ± 0.1414 | 0.2500 ± 0.0000 |" in table
+    curve = pd.read_csv(tmp_path / "reports/curves/reach-v3/genreward.csv")
+    assert curve["obj_to_target_mean"].tolist() == pytest.approx([0.3, 0.2, 0.2])
 
 
 def test_evaluate_keeps_agents_apart(tmp_path):
@@ -211,3 +232,30 @@ def test_a_registered_term_is_built_through_the_registry_and_recorded_in_run_jso
     assert meta["reward_stats"]["brightness"]["n"] == 2 == summary["reward_stats"]["brightness"]["n"]  # 2 of 32 steps
     train = pd.read_csv(outs["run"] / "train.csv")
     assert train["brightness_sum"].iloc[0] > 0
+
+
+def test_deterministic_mode_reruns_a_seed_to_the_same_returns(tmp_path):
+    """rl.deterministic: one seed, rerun in a fresh process with another thread budget
+    (GENREWARD_THREADS 1 and 2, which change float sums in torch's kernels and so the returns
+    when left free), gives the same evaluation returns, bit for bit; run.json records the mode."""
+    import os
+    import subprocess
+    import sys
+
+    got = []
+    for threads in (1, 2):
+        data = tmp_path / f"t{threads}"
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.rl_rerun", str(data), "rl.deterministic=true"],
+            cwd=REPO,
+            env={**os.environ, "GENREWARD_THREADS": str(threads)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        got.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        meta = json.loads((data / "rl/reach-v3/env_only/seed0/run.json").read_text())
+        assert meta["deterministic"] is True and meta["params"]["rl"]["deterministic"] is True
+    assert got[0]["threads"] == got[1]["threads"] == 1
+    assert len(got[0]["returns"]) == 3 and got[0]["returns"] == got[1]["returns"]

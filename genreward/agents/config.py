@@ -186,6 +186,18 @@ class RLConfig(Section):
     eval_every: int = Field(1024, ge=1, description="agent steps between evaluations (at the next episode boundary)")
     eval_episodes: int = Field(2, ge=1, description="episodes per evaluation (deterministic policy)")
     gif_episodes: int = Field(1, ge=0, description="final evaluation episodes saved as GIF")
+    env_reward: Literal["dense", "sparse", "success"] = Field(
+        "dense",
+        description="what the agent learns from the env's reward (genreward/envs/reward_setting.py): dense (every "
+        "step), sparse (only at (t+1) % sparse_interval == 0, the paper's sparse setting), success (1 on success "
+        "steps); evaluations always report the dense return and success",
+    )
+    sparse_interval: int = Field(128, ge=1, description="env_reward: sparse pays the env reward every this many steps")
+    deterministic: bool = Field(
+        False,
+        description="one seed reruns to the same numbers: one torch thread, torch's deterministic algorithms, "
+        "seeded python/numpy/torch (genreward/runtime.py: deterministic); slower on a multi-core CPU",
+    )
     drqv2: DrQV2Section = DrQV2Section()
     dreamerv3: DreamerV3Section = DreamerV3Section()
 

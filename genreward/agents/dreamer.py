@@ -19,8 +19,15 @@ Fabric); this module connects them to the project:
   saved weights are loaded into sheeprl's player and run for ``rl.eval_episodes`` episodes on
   the env's dense reward, acting with the mean of the actor's distribution (no exploration
   noise), seeds as DrQ-v2's evaluations; rows as DrQ-v2's, plus rollout frames at the end.
-- **Divergence.** :class:`MetricsLog` (the Fabric logger) writes sheeprl's metrics to
-  ``metrics.csv`` and stops the run when a loss or gradient norm is not finite.
+- **Divergence and errors.** :class:`MetricsLog` (the Fabric logger) writes sheeprl's metrics to
+  ``metrics.csv`` and stops the run when a loss or gradient norm is not finite. sheeprl wraps
+  the training env in its ``RestartOnException``, which catches every ``Exception`` the env
+  raises and restarts the env; an error of ours (a non-finite reward, a bad frame) must stop the
+  run instead, so :class:`RaiseThrough`, the outermost wrapper of our env, carries it through
+  sheeprl as a ``BaseException`` and :func:`train` raises the original error.
+- **Reward settings and determinism.** The env's term of the learning reward follows
+  ``rl.env_reward`` (:class:`~genreward.envs.reward_setting.EnvRewardSetting`, below the reward
+  wrapper); ``rl.deterministic`` sets sheeprl's own reproducibility switches too.
 
 Multi-GPU and multi-node training use Fabric's strategies through ``rl.dreamerv3.overrides``
 (docs/stages.md); they were not run here.
@@ -43,6 +50,7 @@ import numpy as np
 from lightning.fabric.loggers.logger import Logger
 from sheeprl.utils.callback import CheckpointCallback
 
+from genreward.agents.online import eval_row, final_distance
 from genreward.agents.registry import RLDiverged, RLRun, RunResult
 
 log = logging.getLogger(__name__)
@@ -65,9 +73,36 @@ class NewestFrame(gym.ObservationWrapper):
         return {CNN_KEY: np.ascontiguousarray(obs["pixels"][-3:])}
 
 
+class EnvFailed(BaseException):
+    """An error of our env stack, carried through sheeprl's ``RestartOnException`` (which catches
+    ``Exception`` only); :func:`train` raises ``error``."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+class RaiseThrough(gym.Wrapper):
+    """Outermost wrapper of the training env: any ``Exception`` of ``reset``/``step`` leaves as
+    :class:`EnvFailed`, so that it stops the run instead of restarting the env."""
+
+    def reset(self, **kwargs):
+        try:
+            return self.env.reset(**kwargs)
+        except Exception as e:
+            raise EnvFailed(e) from e
+
+    def step(self, action):
+        try:
+            return self.env.step(action)
+        except Exception as e:
+            raise EnvFailed(e) from e
+
+
 class EpisodeLog(gym.Wrapper):
-    """One row per finished episode into ``rows``: agent steps so far, env and reward returns,
-    success at any step, and each reward term's sum (``info["genreward"]`` of GenRewardWrapper)."""
+    """One row per finished episode into ``rows``: agent steps so far, the dense env return, the
+    env reward the agent got (``rl.env_reward``), the reward return, success at any step, and each
+    reward term's sum (``info["genreward"]`` of GenRewardWrapper)."""
 
     def __init__(self, env: gym.Env, rows: list[dict]):
         super().__init__(env)
@@ -75,7 +110,8 @@ class EpisodeLog(gym.Wrapper):
         self._reset_sums()
 
     def _reset_sums(self) -> None:
-        self.env_return, self.reward_return, self.success, self.terms = 0.0, 0.0, False, {}
+        self.env_return, self.env_reward_return, self.reward_return = 0.0, 0.0, 0.0
+        self.success, self.terms = False, {}
 
     def reset(self, **kwargs):
         self._reset_sums()
@@ -85,7 +121,8 @@ class EpisodeLog(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.steps += 1
         g = info.get("genreward", {})
-        self.env_return += float(g.get("env_reward", reward))
+        self.env_return += float(info.get("dense_reward", g.get("env_reward", reward)))
+        self.env_reward_return += float(g.get("env_reward", reward))
         self.reward_return += float(reward)
         self.success = self.success or bool(info.get("success", False))
         for k, v in g.get("terms", {}).items():
@@ -96,6 +133,7 @@ class EpisodeLog(gym.Wrapper):
                     "step": self.steps,
                     "episode": len(self.rows),
                     "env_return": self.env_return,
+                    "env_reward_return": self.env_reward_return,
                     "reward_return": self.reward_return,
                     "success": self.success,
                     **{f"{k}_sum": v for k, v in self.terms.items()},
@@ -232,6 +270,9 @@ def overrides(run: RLRun, key: str, log_dir: Path) -> list[str]:
         f"fabric.accelerator={device}",
         "fabric.devices=1",
         f"seed={run.seed}",
+        f"torch_use_deterministic_algorithms={rl.deterministic}",  # sheeprl sets these itself
+        f"torch_backends_cudnn_deterministic={rl.deterministic}",
+        f"torch_backends_cudnn_benchmark={not rl.deterministic}",
         f"algo.total_steps={rl.steps}",
         f"algo.learning_starts={rl.seed_steps}",
         f"algo.replay_ratio={knobs.replay_ratio}",
@@ -323,7 +364,7 @@ def evaluate(ckpt: Path, state: _RunState, fabric) -> tuple[dict, list[np.ndarra
     try:
         player, fabric, step = _player(ckpt, cfg, fabric, env.observation_space, env.action_space)
         seed_base = 1_000_000 + 10_000 * run.seed  # as DrQ-v2's: never a training start
-        returns, successes, gifs = [], [], []
+        returns, successes, distances, gifs = [], [], [], []
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
             torch.manual_seed(seed_base)
             for i in range(run.rl.eval_episodes):
@@ -342,19 +383,12 @@ def evaluate(ckpt: Path, state: _RunState, fabric) -> tuple[dict, list[np.ndarra
                         frames.append(obs[CNN_KEY])
                 returns.append(ret)
                 successes.append(success)
+                distances.append(final_distance(info))
                 if frames is not None:
                     gifs.append(np.stack(frames).transpose(0, 2, 3, 1))
     finally:
         env.close()
-    row = {
-        "step": step,
-        "return_mean": float(np.mean(returns)),
-        "return_std": float(np.std(returns)),
-        "success_rate": float(np.mean(successes)),
-        "episodes": len(returns),
-        "returns": returns,
-    }
-    return row, gifs
+    return eval_row(step, returns, successes, distances), gifs
 
 
 def train(run: RLRun) -> RunResult:
@@ -363,6 +397,7 @@ def train(run: RLRun) -> RunResult:
     from sheeprl.cli import check_configs, run_algorithm
 
     from genreward.envs.metaworld_env import MetaWorldPixelEnv
+    from genreward.envs.reward_setting import EnvRewardSetting
     from genreward.progress import progress_bar
     from genreward.rewards.wrapper import GenRewardWrapper
 
@@ -379,8 +414,9 @@ def train(run: RLRun) -> RunResult:
             return self.env.step(action)
 
     def train_env() -> gym.Env:
-        env = GenRewardWrapper(MetaWorldPixelEnv(run.task, env_cfg), run.reward_model)
-        return NewestFrame(Progress(EpisodeLog(env, state.train_rows)))
+        env = EnvRewardSetting(MetaWorldPixelEnv(run.task, env_cfg), run.rl.env_reward, run.rl.sparse_interval)
+        env = GenRewardWrapper(env, run.reward_model)
+        return RaiseThrough(NewestFrame(Progress(EpisodeLog(env, state.train_rows))))
 
     log_dir = Path(run.agent_dir).resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -390,6 +426,16 @@ def train(run: RLRun) -> RunResult:
         cfg = compose(run, key, log_dir)
         check_configs(cfg)
         run_algorithm(cfg)
+    except EnvFailed as failed:
+        e = failed.error
+        if isinstance(e, FloatingPointError):  # a non-finite reward (GenRewardWrapper)
+            kept = (
+                f"the last good checkpoint (step {state.evals[-1]['step']}) is kept in {log_dir}; "
+                if state.evals
+                else ""
+            )
+            raise RLDiverged(f"DreamerV3: {e}; {kept}check the reward terms' inputs and scale") from None
+        raise e from None
     finally:
         bar.close()
         _ENVS.pop(key, None)

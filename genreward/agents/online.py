@@ -78,10 +78,10 @@ def init_encoder_from(dst, src) -> None:
 
 def run_episode(env, policy: Callable[[np.ndarray], np.ndarray], seed: int, keep_rgb: bool = False):
     """One whole episode (evaluation). Returns frames uint8 [L+1,3,H,W], actions [L,A], env
-    rewards [L], success-any, and (optionally) upright RGB frames for a GIF."""
+    rewards [L], success-any, (optionally) upright RGB frames for a GIF, and the last step's info."""
     obs, _ = env.reset(seed=seed)
     frames, actions, rewards, rgb = [obs["pixels"][-3:]], [], [], []
-    success, done = False, False
+    success, done, info = False, False, {}
     while not done:
         a = policy(obs["pixels"])
         obs, r, term, trunc, info = env.step(a)
@@ -93,27 +93,40 @@ def run_episode(env, policy: Callable[[np.ndarray], np.ndarray], seed: int, keep
     frames = np.stack(frames)
     if keep_rgb:
         rgb = list(frames.transpose(0, 2, 3, 1))
-    return frames, np.stack(actions).astype(np.float32), np.asarray(rewards, np.float32), success, rgb
+    return frames, np.stack(actions).astype(np.float32), np.asarray(rewards, np.float32), success, rgb, info
 
 
-def evaluate(agent, env, step: int, episodes: int, seed_base: int, gif_episodes: int = 0) -> tuple[dict, list]:
-    returns, successes, gifs = [], [], []
-    for i in range(episodes):
-        keep = i < gif_episodes
-        _, _, r, ok, rgb = run_episode(env, lambda o: agent.act(o[None], step, eval_mode=True)[0], seed_base + i, keep)
-        returns.append(float(r.sum()))
-        successes.append(bool(ok))
-        if keep:
-            gifs.append(np.stack(rgb))
-    row = {
+def eval_row(step: int, returns: list[float], successes: list[bool], final_distances: list[float]) -> dict:
+    """One evaluation's row (every agent's): dense return, success at any step, and the final
+    object-to-goal distance (Meta-World's ``info["obj_to_target"]`` at the last step; NaN where
+    the env does not report it), over the evaluation episodes."""
+    return {
         "step": step,
         "return_mean": float(np.mean(returns)),
         "return_std": float(np.std(returns)),
         "success_rate": float(np.mean(successes)),
-        "episodes": episodes,
+        "final_obj_to_target": float(np.mean(final_distances)),
+        "episodes": len(returns),
         "returns": returns,
     }
-    return row, gifs
+
+
+def final_distance(info: dict) -> float:
+    return float(info.get("obj_to_target", np.nan))
+
+
+def evaluate(agent, env, step: int, episodes: int, seed_base: int, gif_episodes: int = 0) -> tuple[dict, list]:
+    returns, successes, distances, gifs = [], [], [], []
+    for i in range(episodes):
+        keep = i < gif_episodes
+        policy = lambda o: agent.act(o[None], step, eval_mode=True)[0]  # noqa: E731
+        _, _, r, ok, rgb, info = run_episode(env, policy, seed_base + i, keep)
+        returns.append(float(r.sum()))
+        successes.append(bool(ok))
+        distances.append(final_distance(info))
+        if keep:
+            gifs.append(np.stack(rgb))
+    return eval_row(step, returns, successes, distances), gifs
 
 
 def train(run: RLRun) -> RunResult:
@@ -121,11 +134,15 @@ def train(run: RLRun) -> RunResult:
     registry). The loop, explicitly: reset; per step act (uniform random for the first
     ``rl.seed_steps``), step the env, and every ``update_every`` steps once the replay holds an
     episode, one update on an n-step batch; at the episode's end, the reward model rewards the
-    whole episode from its frames and it goes into the replay. Evaluations at episode boundaries
-    every ``rl.eval_every`` steps and at the end, each saving the weights (safetensors)."""
+    whole episode from its frames and it goes into the replay. The env's term of the learning
+    reward follows ``rl.env_reward`` (:class:`~genreward.envs.reward_setting.EnvRewardSetting`);
+    ``train.csv``'s ``env_return`` is the dense return, ``env_reward_return`` what the agent got.
+    Evaluations at episode boundaries every ``rl.eval_every`` steps and at the end (dense reward),
+    each saving the weights (safetensors)."""
     import torch
 
     from genreward.envs.metaworld_env import MetaWorldPixelEnv
+    from genreward.envs.reward_setting import EnvRewardSetting
     from genreward.progress import progress_bar
     from genreward.training import save_checkpoint
 
@@ -134,7 +151,7 @@ def train(run: RLRun) -> RunResult:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     L, stack, size = env_cfg.agent_steps, env_cfg.frame_stack, env_cfg.image_size
-    env = MetaWorldPixelEnv(task, env_cfg)
+    env = EnvRewardSetting(MetaWorldPixelEnv(task, env_cfg), rl.env_reward, rl.sparse_interval)
     eval_env = MetaWorldPixelEnv(task, env_cfg)
     agent = make_agent(knobs, (3 * stack, size, size), device, run.fb_encoder)
     capacity = min(knobs.replay_episodes, -(-rl.steps // L))
@@ -187,7 +204,7 @@ def train(run: RLRun) -> RunResult:
             # one training episode
             t0, u0 = time.perf_counter(), t_update
             obs, _ = env.reset(seed=seed * 1_000_003 + episode)
-            frames, actions, env_r, success, done = [obs["pixels"][-3:]], [], [], False, False
+            frames, actions, env_r, dense, success, done = [obs["pixels"][-3:]], [], [], [], False, False
             while not done:
                 if step < rl.seed_steps:
                     a = rng.uniform(-1, 1, ACTION_DIM).astype(np.float32)
@@ -197,6 +214,7 @@ def train(run: RLRun) -> RunResult:
                 frames.append(obs["pixels"][-3:])
                 actions.append(a)
                 env_r.append(r)
+                dense.append(info["dense_reward"])
                 success = success or bool(info["success"])
                 done = term or trunc
                 step += 1
@@ -217,7 +235,8 @@ def train(run: RLRun) -> RunResult:
                 {
                     "step": step,
                     "episode": episode,
-                    "env_return": float(env_a.sum()),
+                    "env_return": float(np.sum(dense)),
+                    "env_reward_return": float(env_a.sum()),
                     "reward_return": float(er.total.sum()),
                     "success": bool(success),
                     **{f"{k}_sum": float(v.sum()) for k, v in er.terms.items()},
