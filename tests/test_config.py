@@ -69,7 +69,9 @@ def test_bad_values_give_one_line_naming_the_key(repo_root, override, key, words
 
 
 def test_unknown_profile_lists_valid_ones(repo_root):
-    with pytest.raises(ConfigError, match=r"profile: unknown profile 'papr' \(valid: laptop, paper, rl_experiment, rl_sparse\)"):
+    with pytest.raises(
+        ConfigError, match=r"profile: unknown profile 'papr' \(valid: laptop, paper, rl_experiment, rl_sparse\)"
+    ):
         load_config(repo_root / "params.yaml", profile="papr")
 
 

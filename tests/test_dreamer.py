@@ -131,6 +131,14 @@ def test_dreamerv3_settings_reach_sheeprl(tmp_path):
     assert "seed=3" in o and "checkpoint.every=128" in o and "buffer.checkpoint=False" in o
     assert o[-1] == "algo.replay_ratio=1" and "algo.replay_ratio=0.25" in o
     assert "torch_use_deterministic_algorithms=False" in o
+    from genreward.agents.dreamer import compose
+    from genreward.config import ConfigError
+
+    bad = _cfg(tmp_path, "rl.dreamerv3.overrides=[algo.replay_ratoi=1]")  # a misspelt sheeprl key
+    with pytest.raises(
+        ConfigError, match=r"rl.dreamerv3.overrides .*: sheeprl refuses them: Could not override 'algo.replay_ratoi'"
+    ):
+        compose(RLRun("reach-v3", 3, bad.rl, bad.env, None, "cpu", tmp_path / "agent"), "k", tmp_path)
     run = RLRun("reach-v3", 3, _cfg(tmp_path, "rl.deterministic=true").rl, cfg.env, None, "cpu", tmp_path / "agent")
     o = overrides(run, "k", tmp_path)  # sheeprl sets torch's switches itself: ours must reach it
     assert "torch_use_deterministic_algorithms=True" in o and "torch_backends_cudnn_benchmark=False" in o

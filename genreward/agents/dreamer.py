@@ -295,11 +295,20 @@ def compose(run: RLRun, key: str, log_dir: Path):
     """The run's sheeprl config (hydra compose API), with our env, logger and checkpoint callback."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf, open_dict
     from sheeprl.utils.utils import dotdict
 
+    from genreward.config import ConfigError
+
     with initialize_config_module(config_module="sheeprl.configs", version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=overrides(run, key, log_dir))
+        try:
+            cfg = hydra_compose(config_name="config", overrides=overrides(run, key, log_dir))
+        except HydraException as e:  # e.g. a misspelt key in rl.dreamerv3.overrides
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                [f"rl.dreamerv3.overrides {list(run.rl.dreamerv3.overrides)}: sheeprl refuses them: {first}"]
+            ) from None
     with open_dict(cfg):
         cfg.env.wrapper = {"_target_": f"{__name__}.make_env", "key": key, "seed": None}
         cfg.metric.logger = {"_target_": f"{__name__}.MetricsLog", "log_dir": str(log_dir), "key": key}
