@@ -13,11 +13,15 @@ the other (alternating over ``--rounds``). Measured per run:
 
 The budgets come from params.yaml (``--profile``, ``--set``) with ``rl.steps``, ``rl.seed_steps``
 and the evaluation cadence overridden below. Prints the numbers of each run and the ratios
-DreamerV3 / DrQ-v2. Nothing else should run on the machine meanwhile.
+DreamerV3 / DrQ-v2. With ``--deterministic-cost`` it runs DrQ-v2 twice instead, with the
+automatic thread count and in deterministic mode (``rl.deterministic``: one thread,
+deterministic algorithms), and prints deterministic / default. Nothing else should run on the
+machine meanwhile.
 
     python benchmarks/agent_throughput.py [--steps 768] [--seed-steps 256] [--rounds 1]
     python benchmarks/agent_throughput.py --device cuda            # on a GPU machine
     python benchmarks/agent_throughput.py --quick                  # ~1 min: checks that it runs
+    python benchmarks/agent_throughput.py --deterministic-cost     # what rl.deterministic costs
 """
 
 from __future__ import annotations
@@ -56,7 +60,11 @@ def child(args) -> dict:
         sets += ["env.episode_length=64", "rl.dreamerv3.batch_size=2", "rl.dreamerv3.sequence_length=8"]
         sets += [f"rl.dreamerv3.overrides=[{','.join(DREAMERV3_TINY)}]", "rl.drqv2.batch_size=8"]
     cfg = load_config(REPO / "params.yaml", overrides=sets, profile=args.profile)
-    configure_process(cfg.runtime.threads, malloc_tuning=cfg.runtime.malloc_tuning)
+    settings = configure_process(cfg.runtime.threads, malloc_tuning=cfg.runtime.malloc_tuning)
+    if cfg.rl.deterministic:  # as stage finetune_rl does
+        from genreward.runtime import deterministic
+
+        settings = {**settings, **deterministic(0)}
     timer = {"n": 0, "s": 0.0}
 
     def timed(fn):
@@ -88,6 +96,7 @@ def child(args) -> dict:
     outside = wall - timer["s"] - eval_s
     return {
         "agent": args.child,
+        "threads": settings["threads"],
         "steps": args.steps,
         "updates": timer["n"],
         "update_s": timer["s"],
@@ -109,6 +118,7 @@ def main() -> None:
     ap.add_argument("--profile", default=None)
     ap.add_argument("--set", action="append", help="more params overrides (KEY=VALUE)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--deterministic-cost", action="store_true", help="DrQ-v2 default vs rl.deterministic")
     ap.add_argument("--child", choices=AGENTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
@@ -116,30 +126,35 @@ def main() -> None:
     if args.child:
         print("RESULT " + json.dumps(child(args)))
         return
+    if args.deterministic_cost:  # (label, agent, extra overrides); the ratio is the second over the first
+        variants = [("default", "drqv2", []), ("deterministic", "drqv2", ["rl.deterministic=true"])]
+    else:
+        variants = [(agent, agent, []) for agent in AGENTS]
     rows = []
     for _ in range(args.rounds):
-        for agent in AGENTS:
+        for label, agent, extra in variants:
             cmd = [sys.executable, __file__, "--child", agent, "--task", args.task, "--steps", str(args.steps)]
             cmd += ["--seed-steps", str(args.seed_steps), "--device", args.device]
             cmd += (["--profile", args.profile] if args.profile else []) + (["--quick"] if args.quick else [])
-            for s in args.set or []:
+            for s in [*(args.set or []), *extra]:
                 cmd += ["--set", s]
             out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if out.returncode != 0 or not line:
-                sys.exit(f"{agent} run failed:\n{out.stderr[-3000:]}")
-            rows.append(json.loads(line[-1][len("RESULT ") :]))
+                sys.exit(f"{label} run failed:\n{out.stderr[-3000:]}")
+            rows.append({**json.loads(line[-1][len("RESULT ") :]), "label": label})
             r = rows[-1]
             print(
-                f"{r['agent']:10s} {r['steps']} steps: {r['updates']} updates, {r['updates_per_s']:.3f} updates/s, "
-                f"{r['env_steps_per_s']:.1f} env steps/s, wall {r['wall_s']:.1f} s (updates {r['update_s']:.1f} s, "
-                f"evaluation {r['eval_s']:.1f} s)"
+                f"{label:13s} {r['steps']} steps, {r['threads']} thread(s): {r['updates']} updates, "
+                f"{r['updates_per_s']:.3f} updates/s, {r['env_steps_per_s']:.1f} env steps/s, wall {r['wall_s']:.1f} s "
+                f"(updates {r['update_s']:.1f} s, evaluation {r['eval_s']:.1f} s), final return {r['final_return']!r}"
             )
     keys = ("updates_per_s", "env_steps_per_s", "wall_s")
-    mean = {a: {k: sum(r[k] for r in rows if r["agent"] == a) / args.rounds for k in keys} for a in AGENTS}
-    d, q = mean["dreamerv3"], mean["drqv2"]
+    mean = {v[0]: {k: sum(r[k] for r in rows if r["label"] == v[0]) / args.rounds for k in keys} for v in variants}
+    (base, _, _), (other, _, _) = variants
+    d, q = mean[other], mean[base]
     print(
-        f"DreamerV3 / DrQ-v2 ({args.device}): updates/s {d['updates_per_s'] / q['updates_per_s']:.3f}, "
+        f"{other} / {base} ({args.device}): updates/s {d['updates_per_s'] / q['updates_per_s']:.3f}, "
         f"env steps/s {d['env_steps_per_s'] / q['env_steps_per_s']:.3f}, run wall time {d['wall_s'] / q['wall_s']:.3f}"
     )
 

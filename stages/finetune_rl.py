@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
         "deterministic": cfg.rl.deterministic,
         "final_return_mean": final["return_mean"],
         "final_success_rate": final["success_rate"],
-        "final_obj_to_target": final.get("final_obj_to_target"),
+        "final_obj_to_target": dist if math.isfinite(dist := float(final.get("final_obj_to_target", "nan"))) else None,
         "steps": final["step"],
         "timing": res.timing,
         "reward_stats": {k: s.state() for k, s in rm.stats.items()},
