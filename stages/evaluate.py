@@ -90,20 +90,26 @@ def final_metrics(evals) -> dict:
     return out
 
 
-def summary_table(metrics: dict, methods: tuple[str, ...]) -> str:
-    """Methods as columns, one row per task and agent."""
+def _method_table(metrics: dict, methods: tuple[str, ...], cell) -> list[str]:
+    """Markdown rows: methods as columns, one row per task and agent; ``cell(entry)`` formats an
+    entry of :func:`final_metrics` (None: "–"), and a method without an entry is "–" too."""
     lines = ["| task | agent | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for task, per in metrics.items():
         for agent in sorted({v["agent"] for v in per.values()}):
             cells = []
             for m in methods:
                 v = next((v for k, v in per.items() if k.split("@")[0] == m and v["agent"] == agent), None)
-                cells.append(
-                    "–"
-                    if v is None
-                    else f"{v['return_mean']:.1f} ± {v['return_std']:.1f} ({100 * v['success_rate']:.0f}%)"
-                )
+                text = None if v is None else cell(v)
+                cells.append("–" if text is None else text)
             lines.append(f"| {task} | {agent} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_table(metrics: dict, methods: tuple[str, ...]) -> str:
+    """Methods as columns, one row per task and agent."""
+    lines = _method_table(
+        metrics, methods, lambda v: f"{v['return_mean']:.1f} ± {v['return_std']:.1f} ({100 * v['success_rate']:.0f}%)"
+    )
     steps = {v["steps"] for per in metrics.values() for v in per.values()}
     seeds = {v["seeds"] for per in metrics.values() for v in per.values()}
     settings = {s for per in metrics.values() for v in per.values() for s in v.get("env_reward", "dense").split("/")}
@@ -115,15 +121,13 @@ def summary_table(metrics: dict, methods: tuple[str, ...]) -> str:
     ]
     if any("obj_to_target_mean" in v for per in metrics.values() for v in per.values()):
         lines += ["", "Final object-to-goal distance (mean ± std over seeds; lower is better):", ""]
-        lines += ["| task | agent | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
-        for task, per in metrics.items():
-            for agent in sorted({v["agent"] for v in per.values()}):
-                cells = []
-                for m in methods:
-                    v = next((v for k, v in per.items() if k.split("@")[0] == m and v["agent"] == agent), None)
-                    ok = v is not None and "obj_to_target_mean" in v
-                    cells.append(f"{v['obj_to_target_mean']:.4f} ± {v['obj_to_target_std']:.4f}" if ok else "–")
-                lines.append(f"| {task} | {agent} | " + " | ".join(cells) + " |")
+        lines += _method_table(
+            metrics,
+            methods,
+            lambda v: (
+                f"{v['obj_to_target_mean']:.4f} ± {v['obj_to_target_std']:.4f}" if "obj_to_target_mean" in v else None
+            ),
+        )
     return "\n".join(lines) + "\n"
 
 

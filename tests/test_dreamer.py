@@ -10,35 +10,27 @@ import pytest
 
 from genreward.agents.config import DREAMERV3_TINY
 
-from .conftest import REPO
-
 
 def _cfg(tmp_path, *extra):
-    from genreward.config import load_config
+    """The RL stage tests' reach-v3 config (a later override of a key wins), with a tiny DreamerV3."""
+    from .test_rl_stages import _cfg as rl_cfg
 
-    return load_config(
-        REPO / "params.yaml",
-        overrides=[
-            f"store.data_dir={tmp_path / 'data'}",
-            f"store.reports_dir={tmp_path / 'reports'}",
-            "tasks=[reach-v3]",
-            "prompts.reach-v3=reach",
-            "rl.tasks=[reach-v3]",
-            "rl.methods=[env_only]",
-            "rl.seeds=[0]",
-            "rl.agent=dreamerv3",
-            "rl.steps=256",
-            "rl.seed_steps=64",
-            "rl.eval_every=128",
-            "rl.eval_episodes=1",
-            "env.episode_length=32",
-            "rl.dreamerv3.batch_size=2",
-            "rl.dreamerv3.sequence_length=8",
-            "rl.dreamerv3.replay_ratio=0.25",
-            "rl.dreamerv3.log_every=32",
-            f"rl.dreamerv3.overrides=[{','.join(DREAMERV3_TINY)}]",
-            *extra,
-        ],
+    return rl_cfg(
+        tmp_path,
+        "rl.methods=[env_only]",
+        "rl.seeds=[0]",
+        "rl.agent=dreamerv3",
+        "rl.steps=256",
+        "rl.seed_steps=64",
+        "rl.eval_every=128",
+        "rl.eval_episodes=1",
+        "env.episode_length=32",
+        "rl.dreamerv3.batch_size=2",
+        "rl.dreamerv3.sequence_length=8",
+        "rl.dreamerv3.replay_ratio=0.25",
+        "rl.dreamerv3.log_every=32",
+        f"rl.dreamerv3.overrides=[{','.join(DREAMERV3_TINY)}]",
+        *extra,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from genreward.agents.registry import AGENTS
+from genreward.envs.config import EnvReward
 from genreward.fields import (
     ActionNoise,
     AnnealedStd,
@@ -186,7 +187,7 @@ class RLConfig(Section):
     eval_every: int = Field(1024, ge=1, description="agent steps between evaluations (at the next episode boundary)")
     eval_episodes: int = Field(2, ge=1, description="episodes per evaluation (deterministic policy)")
     gif_episodes: int = Field(1, ge=0, description="final evaluation episodes saved as GIF")
-    env_reward: Literal["dense", "sparse", "success"] = Field(
+    env_reward: EnvReward = Field(
         "dense",
         description="what the agent learns from the env's reward (genreward/envs/reward_setting.py): dense (every "
         "step), sparse (only at (t+1) % sparse_interval == 0, the paper's sparse setting), success (1 on success "

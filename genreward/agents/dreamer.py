@@ -155,6 +155,10 @@ class _RunState:
         self.gif_frames: list[np.ndarray] = []
         self.eval_s = 0.0
 
+    def kept(self, log_dir) -> str:
+        """Where the last evaluated checkpoint is, for an error that stops the run ("" before one)."""
+        return f"the last good checkpoint (step {self.evals[-1]['step']}) is kept in {log_dir}; " if self.evals else ""
+
 
 class MetricsLog(Logger):
     """A Fabric logger whose ``log_dir`` is the run's folder (sheeprl writes ``config.yaml`` and
@@ -184,11 +188,9 @@ class MetricsLog(Logger):
                 bad.append(k)
         self._f.flush()
         if bad:
-            state = _RUNS[self._key]
-            kept = state.evals[-1]["step"] if state.evals else None
             raise RLDiverged(
                 f"DreamerV3: non-finite {', '.join(sorted(bad))} at step {step}; "
-                + (f"the last good checkpoint (step {kept}) is kept in {self._log_dir}; " if kept is not None else "")
+                + _RUNS[self._key].kept(self._log_dir)
                 + "lower the world model's learning rate (rl.dreamerv3.overrides) or check the reward scale"
             )
 
@@ -438,12 +440,7 @@ def train(run: RLRun) -> RunResult:
     except EnvFailed as failed:
         e = failed.error
         if isinstance(e, FloatingPointError):  # a non-finite reward (GenRewardWrapper)
-            kept = (
-                f"the last good checkpoint (step {state.evals[-1]['step']}) is kept in {log_dir}; "
-                if state.evals
-                else ""
-            )
-            raise RLDiverged(f"DreamerV3: {e}; {kept}check the reward terms' inputs and scale") from None
+            raise RLDiverged(f"DreamerV3: {e}; {state.kept(log_dir)}check the reward terms' inputs and scale") from None
         raise e from None
     finally:
         bar.close()

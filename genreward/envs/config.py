@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from genreward.fields import Section
@@ -14,6 +16,8 @@ CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper"
 # declares its spaces with them (tests/test_envs.py checks a live env's state against STATE_DIM).
 STATE_DIM = 39
 ACTION_DIM = 4
+# What an agent learns from the env's own reward (rl.env_reward; genreward/envs/reward_setting.py).
+EnvReward = Literal["dense", "sparse", "success"]
 
 
 class EnvConfig(Section):

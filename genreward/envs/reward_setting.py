@@ -18,12 +18,13 @@ success of the noise-free policy, so runs under different settings are compared 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import get_args
 
 import gymnasium as gym
 
-EnvReward = Literal["dense", "sparse", "success"]
-ENV_REWARDS: tuple[str, ...] = ("dense", "sparse", "success")
+from genreward.envs.config import EnvReward
+
+ENV_REWARDS: tuple[str, ...] = get_args(EnvReward)
 
 
 class EnvRewardSetting(gym.Wrapper):
