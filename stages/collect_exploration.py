@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genreward.agents.collect import Plan, collect
+from genreward.agents.collect import Plan, collect, collect_policy_free
 from genreward.agents.config import ExplorationConfig
 from genreward.agents.coverage import coverage, plot_coverage
 from genreward.agents.explore import RandomExplorer, RNDExplorer
@@ -81,6 +81,7 @@ def _collect_one(
     env = cfg.env
     fingerprint = {
         "algorithm": algorithm,
+        "collector": "lock_step" if algorithm == "rnd" else "policy_free",
         "episodes_per_task": episodes_per_task,
         "expert_fraction": expert_fraction,
         "seed": seed,
@@ -111,17 +112,22 @@ def _collect_one(
     with progress_bar(
         plan.total, f"collect {algorithm}", enabled=cfg.runtime.progress, unit="episode", initial=resumed
     ) as bar:
-        stats = collect(
-            writer,
-            explorer_for_task,
-            plan,
-            env,
-            cfg.runtime.num_workers,
-            seed,
-            ex.update_every,
-            expert_noise=ex.expert_noise,
-            progress=bar.update,
-        )
+        if algorithm == "random":  # no agent in the loop: workers run whole episodes on their own
+            stats = collect_policy_free(
+                writer, plan, env, cfg.runtime.num_workers, seed, ex.expert_noise, progress=bar.update
+            )
+        else:
+            stats = collect(
+                writer,
+                explorer_for_task,
+                plan,
+                env,
+                cfg.runtime.num_workers,
+                seed,
+                ex.update_every,
+                expert_noise=ex.expert_noise,
+                progress=bar.update,
+            )
     wall = time.perf_counter() - t0
     params = cfg.section("env", "exploration", "tasks", "runtime")
     writer.finish(params, attrs={"resumed_from_episode": resumed})

@@ -8,8 +8,9 @@ non-finite loss stops it with a message (the update, and fb.lr to lower) and kee
 checkpoint there. A degenerate result (a NaN or infinite final metric, e.g. ``q_z_corr`` when F
 collapsed to a constant) fails the stage too: no output is written, an earlier one stays.
 
-Goal-reaching check (held-out episodes, :func:`genreward.agents.fb.goal_reaching`): for each, the
-goal is its last frame; Spearman's ρ between r_FB(s_t, a_t) and the steps left to the goal,
+Goal-reaching check (held-out episodes, the same share of every task's,
+:func:`genreward.agents.fb.split_heldout` and :func:`genreward.agents.fb.goal_reaching`): for
+each, the goal is its last frame; Spearman's ρ between r_FB(s_t, a_t) and the steps left to the goal,
 averaged over episodes (goal: ρ < −0.5).
 """
 
@@ -21,7 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from genreward.agents.fb import TRAIN_CHECKPOINT_FORMAT, FBAgent, goal_reaching, save_fb, train_fb
+from genreward.agents.fb import (
+    TRAIN_CHECKPOINT_FORMAT,
+    FBAgent,
+    goal_reaching,
+    save_fb,
+    split_heldout,
+    train_fb,
+)
 from genreward.config import Config
 from genreward.envs.config import ACTION_DIM
 from genreward.store.artifacts import artifact_hash
@@ -77,11 +85,11 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     fb = cfg.fb
     device = cfg.resolve_device()
     ds = ExplorationDataset(inputs["dataset"])
-    n_ep = int(ds.array("episode").max()) + 1
+    episode, task_id = ds.array("episode"), ds.array("task_id")
+    episode_task = np.zeros(int(episode.max()) + 1, np.int64)
+    episode_task[episode] = task_id
     rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(n_ep)
-    n_hold = int(round(fb.holdout_fraction * n_ep)) if fb.holdout_fraction > 0 else 0
-    held, train = np.sort(order[:n_hold]), np.sort(order[n_hold:])
+    held, train = split_heldout(episode_task, fb.holdout_fraction, rng)
     ds.restrict(train)
     frame_shape = tuple(ds.group["obs"].shape[1:])
     torch.manual_seed(cfg.seed)

@@ -232,11 +232,11 @@ def test_env_workers_start_without_torch_and_with_one_render_thread(monkeypatch)
     import subprocess
     import sys
 
-    from genreward.envs.vector import ENV_WORKER_VAR, _worker_environment
+    from genreward.envs.vector import ENV_WORKER_VAR, worker_environment
 
     monkeypatch.setenv("LP_NUM_THREADS", "3")  # a user's own setting is kept
     monkeypatch.delenv(ENV_WORKER_VAR, raising=False)
-    with _worker_environment():
+    with worker_environment():
         assert os.environ[ENV_WORKER_VAR] == "1" and os.environ["LP_NUM_THREADS"] == "3"
         # torch stays out until something imports torchvision, which is then prepared first
         code = (
@@ -249,7 +249,7 @@ def test_env_workers_start_without_torch_and_with_one_render_thread(monkeypatch)
     assert out.strip() == "False"
     assert ENV_WORKER_VAR not in os.environ and os.environ["LP_NUM_THREADS"] == "3"
     monkeypatch.delenv("LP_NUM_THREADS")
-    with _worker_environment():
+    with worker_environment():
         assert os.environ["LP_NUM_THREADS"] == "0"
     assert "LP_NUM_THREADS" not in os.environ
 

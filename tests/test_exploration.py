@@ -273,6 +273,33 @@ def test_killed_collection_resumes_without_duplicates_or_partial_episodes(tmp_pa
     ref = ExplorationDataset(tmp_path / "fresh" / "d.zarr")
     starts = np.flatnonzero(ds.array("episode_start"))
     np.testing.assert_array_equal(ds.array("obs")[starts], ref.array("obs")[starts])
+    if algo == "random":  # episode k's actions depend on k alone: the resumed data is the fresh run's
+        for name in ("obs", "action", "state"):
+            np.testing.assert_array_equal(ds.array(name), ref.array(name))
+
+
+def test_policy_free_collection_is_the_same_with_one_or_two_workers(tmp_path):
+    from genreward.agents.collect import Plan, collect_policy_free
+    from genreward.envs import EnvConfig
+
+    env_cfg = EnvConfig(image_size=32, episode_length=40)
+    plan = Plan(["reach-v3", "push-v3"], episodes_per_task=2, expert_fraction=0.5)  # expert, random per task
+    data = {}
+    for workers in (1, 2):
+        w = EpisodeWriter(tmp_path / f"w{workers}.zarr", {"w": workers}, chunk_rows=41)
+        stats = collect_policy_free(w, plan, env_cfg, workers, seed=7, expert_noise=0.1)
+        assert stats.episodes == 4 and stats.env_steps == 4 * 40
+        w.finish({})
+        data[workers] = ExplorationDataset(tmp_path / f"w{workers}.zarr")
+    for name in ("obs", "state", "action", "success", "task_id", "episode"):
+        np.testing.assert_array_equal(data[1].array(name), data[2].array(name))
+    ds = data[1]
+    assert ds.array("task_id").tolist() == [0] * 82 + [1] * 82 and ds.array("episode_start").sum() == 4
+    state, episode = ds.array("state"), ds.array("episode")
+    moved = [float(np.linalg.norm(state[episode == k][-1, :3] - state[episode == k][0, :3])) for k in range(4)]
+    # reach's expert drives the hand to the goal (10+ cm), uniform random actions barely move it
+    assert moved[0] > 0.1 and moved[1] < moved[0]
+    assert len({ds.array("obs")[episode == k][0].tobytes() for k in range(4)}) == 4  # seed + k per episode
 
 
 def test_stage_writes_datasets_plots_and_metrics_without_task_reward(tmp_path):

@@ -447,3 +447,18 @@ def test_pretrain_fb_with_fb_lr_1_fails_instead_of_writing_nan(small_exploration
     with pytest.raises(TrainingDiverged, match=r"stage pretrain_fb: .*lower fb\.lr \(now 1\.0\)"):
         pretrain_fb.STAGE.execute(_fb_stage_cfg(tmp_path, "fb.lr=1", "fb.updates=60"))
     assert not (tmp_path / "fb_metrics.json").exists() and not (tmp_path / "fb").exists()
+
+
+def test_heldout_split_takes_the_same_share_of_every_task():
+    from genreward.agents.fb import split_heldout
+
+    episode_task = np.array([0] * 8 + [1] * 8 + [2] * 3 + [3])
+    held, train = split_heldout(episode_task, 0.25, np.random.default_rng(0))
+    assert np.bincount(episode_task[held], minlength=4).tolist() == [2, 2, 1, 0]  # 3 * 0.25 rounds to 1
+    assert sorted(np.concatenate([held, train]).tolist()) == list(range(len(episode_task)))
+    held, _ = split_heldout(episode_task, 0.1, np.random.default_rng(0))
+    assert np.bincount(episode_task[held], minlength=4).tolist() == [1, 1, 1, 0]  # at least one per task
+    held, _ = split_heldout(episode_task, 0.9, np.random.default_rng(0))
+    assert np.bincount(episode_task[held], minlength=4).tolist() == [7, 7, 2, 0]  # every task keeps training data
+    held, train = split_heldout(episode_task, 0.0, np.random.default_rng(0))
+    assert len(held) == 0 and len(train) == len(episode_task)

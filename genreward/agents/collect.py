@@ -1,10 +1,18 @@
 """Vectorised, resumable collection of reward-free episodes into an exploration dataset.
 
-Envs run in worker processes (gymnasium AsyncVectorEnv, one renderer each) in lock-step: all
-Meta-World episodes last exactly ``episode_length`` steps, so a round resets every env, steps
-them together, and appends the finished episodes one by one (each commit is atomic). Episode
-``k`` of the dataset always uses seed ``seed + k``, so a killed and resumed run collects the
-same episodes it would have collected without the kill.
+Two collectors, both writing through an :class:`EpisodeWriter` (each episode's commit is atomic)
+and both giving episode ``k`` of the dataset the env seed ``seed + k``, so a killed and resumed
+run collects the same episodes it would have collected without the kill:
+
+- :func:`collect`, for explorers that act from pixels and learn (RND): envs run in worker
+  processes (gymnasium AsyncVectorEnv, one renderer each) in lock-step with the agent in the
+  main process. All Meta-World episodes last exactly ``episode_length`` steps, so a round resets
+  every env, steps them together, and appends the finished episodes one by one.
+- :func:`collect_policy_free`, for uniform-random (and scripted-expert) episodes: each worker
+  process runs whole episodes on its own, with no per-step exchange with the main process and
+  no waiting for the slowest env of a round; the main process only writes the episodes, in
+  order. Episode ``k``'s actions come from its own generator (``[seed, k]``), so the data does
+  not depend on the number of workers either.
 """
 
 from __future__ import annotations
@@ -135,4 +143,98 @@ def collect(
                         progress(1)
         finally:
             venv.close()
+    return stats
+
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    """Episode ``index`` of a policy-free collection: its task, and whether the expert acts."""
+
+    index: int
+    task: str
+    task_id: int
+    expert: bool
+
+
+class PolicyFreeWorker:
+    """Runs whole episodes with uniform-random actions, or the task's scripted expert plus
+    Gaussian noise; keeps one env per task (in a worker process, or inline)."""
+
+    def __init__(self, env_cfg: EnvConfig, seed: int, expert_noise: float):
+        from genreward.envs.probes import probe_env_config
+        from genreward.envs.workers import ExpertEnvs
+
+        self.envs = ExpertEnvs(probe_env_config(env_cfg))  # one frame per observation: the store's
+        self.seed, self.expert_noise = seed, expert_noise
+
+    def __call__(self, job: EpisodeJob) -> tuple[int, Episode]:
+        env, expert = self.envs.expert_env(job.task)
+        rng = np.random.default_rng([self.seed, job.index])
+        obs, _ = env.reset(seed=self.seed + job.index)
+        frames, states, actions, successes = [obs["pixels"][-3:]], [obs["state"]], [], [False]
+        for _ in range(env.cfg.agent_steps):
+            if job.expert:
+                action = expert(obs["state"]) + rng.normal(0.0, self.expert_noise, ACTION_DIM)
+            else:
+                action = rng.uniform(-1.0, 1.0, ACTION_DIM)
+            action = np.clip(action, -1.0, 1.0).astype(np.float32)
+            obs, _, _, _, info = env.step(action)
+            frames.append(obs["pixels"][-3:])
+            states.append(obs["state"])
+            actions.append(action)
+            successes.append(bool(info["success"]))
+        episode = Episode(
+            obs=np.stack(frames),
+            state=np.stack(states),
+            action=np.stack(actions),
+            success=np.asarray(successes, bool),
+            task_id=job.task_id,
+        )
+        return job.index, episode
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+def collect_policy_free(
+    writer: EpisodeWriter,
+    plan: Plan,
+    env_cfg: EnvConfig,
+    num_workers: int,
+    seed: int,
+    expert_noise: float = 0.3,
+    progress: Callable[[int], None] | None = None,
+) -> CollectStats:
+    """Collect episodes ``writer.committed_episodes .. plan.total-1`` without a learning agent:
+    uniform-random actions, or the scripted expert with ``expert_noise`` for the plan's expert
+    episodes. Workers finish episodes in any order; they are committed in index order (at most
+    the few finished ahead wait in memory)."""
+    import time
+    from functools import partial
+
+    from genreward.envs.vector import worker_environment
+    from genreward.envs.workers import run_jobs
+
+    stats = CollectStats()
+    first = writer.committed_episodes
+    jobs = [
+        EpisodeJob(k, plan.tasks[plan.task_id(k)], plan.task_id(k), plan.is_expert(k)) for k in range(first, plan.total)
+    ]
+    if not jobs:
+        return stats
+    pending: dict[int, Episode] = {}
+    nxt = first
+    t0 = time.perf_counter()
+    with worker_environment():
+        results = run_jobs(partial(PolicyFreeWorker, env_cfg, seed, expert_noise), jobs, num_workers)
+        for index, episode in results:
+            pending[index] = episode
+            while nxt in pending:
+                writer.append(pending.pop(nxt))
+                nxt += 1
+                stats.episodes += 1
+                stats.env_steps += env_cfg.agent_steps * env_cfg.action_repeat
+                if progress is not None:
+                    progress(1)
+    stats.seconds_env = time.perf_counter() - t0
     return stats

@@ -164,7 +164,7 @@ class RLConfig(Section):
     )
     seeds: tuple[int, ...] = Field((0,), min_length=1, description="run axis: training seeds, one run each")
     methods: tuple[str, ...] = Field(
-        ("genreward", "video_only", "frame_only", "env_only"),
+        ("genreward", "env_only"),
         min_length=1,
         description="run axis: reward methods compared (clip_reward needs CLIP weights)",
         json_schema_extra={"choices": list(METHODS)},

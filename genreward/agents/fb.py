@@ -255,6 +255,21 @@ def z_correlations(
     return {"z_goal_cos": float(goal_cos), "q_z_corr": _pearson(qs[0], qs[1])}
 
 
+def split_heldout(episode_task: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out and training episode indices (sorted), stratified by task: of each task's ``n``
+    episodes, ``round(fraction * n)`` are held out, at least one and at most ``n - 1`` when
+    ``fraction > 0`` (a task with one episode keeps it for training), so every task with two or
+    more episodes is in the goal-reaching check and in training.
+    ``episode_task[k]`` is the task of episode ``k``."""
+    held = []
+    for task in np.unique(episode_task):
+        eps = rng.permutation(np.flatnonzero(episode_task == task))
+        n = min(max(int(round(fraction * len(eps))), 1), len(eps) - 1) if fraction > 0 else 0
+        held.extend(eps[:n].tolist())
+    held = np.sort(np.asarray(held, dtype=np.int64))
+    return held, np.setdiff1d(np.arange(len(episode_task)), held)
+
+
 def goal_reaching(model: FBModel, ds, episodes: np.ndarray, stride: int) -> dict[str, float]:
     """Goal-reaching check on whole episodes of an exploration dataset (``ds``:
     :class:`~genreward.store.episodes.ExplorationDataset`): for each, the goal is its last frame;

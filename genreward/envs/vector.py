@@ -65,7 +65,7 @@ def _make(task: str, cfg: EnvConfig, seed: int, parent_pid: int | None = None):
 
 
 @contextlib.contextmanager
-def _worker_environment() -> Iterator[None]:
+def worker_environment() -> Iterator[None]:
     """Processes started inside this block get :data:`WORKER_ENVIRONMENT`; the parent's own
     environment is restored afterwards."""
     before = {name: os.environ.get(name) for name, _, _ in WORKER_ENVIRONMENT}
@@ -110,6 +110,6 @@ def make_vector_env(
     parent_pid = os.getpid() if asynchronous else None
     fns = [partial(_make, task_list[i % len(task_list)], cfg, seed + i, parent_pid) for i in range(num_envs)]
     if asynchronous:
-        with _worker_environment():
+        with worker_environment():
             return gym.vector.AsyncVectorEnv(fns, context=context)
     return gym.vector.SyncVectorEnv(fns)

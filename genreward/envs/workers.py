@@ -26,8 +26,17 @@ def _init_worker(make_worker: Callable[[], Any]) -> None:
 
 
 def _run_job(job: Any) -> Any:
+    import atexit
+
     assert _WORKER is not None
-    return _WORKER(job)
+    result = _WORKER(job)
+    # The job may have opened this process's first GL context, whose library then registered its
+    # own exit handler (EGL: eglTerminate). Exit handlers run last in, first out: re-register the
+    # worker's close so that it frees its contexts before that handler ends the display (else
+    # every worker printed a traceback at exit).
+    atexit.unregister(_WORKER.close)
+    atexit.register(_WORKER.close)
+    return result
 
 
 def run_jobs(

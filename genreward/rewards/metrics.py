@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 
 __all__ = [
     "MeanScore",
@@ -197,6 +196,9 @@ def _correlation(x: Any, y: Any, *, rank: bool, x_name: str = "x", y_name: str =
         if np.ptp(arr) == 0 or (not rank and _is_constant(arr, _CONSTANT_RTOL)):
             return Score.missing(f"constant {name}")
     if rank:
+        from scipy.stats import rankdata  # here: scipy.stats takes ~1 s to import, and every stage
+        # run imports this module (the stage table loads every stage)
+
         xa, ya = rankdata(xa), rankdata(ya)
     return Score(_corr(xa, ya))
 
@@ -271,6 +273,8 @@ def auroc(pos_scores: Sequence[float] | np.ndarray, neg_scores: Sequence[float] 
     for arr, name in ((pos, "scores of successful episodes"), (neg, "scores of failed episodes")):
         if reason := _non_finite(arr, name):
             return Score.missing(reason)
+    from scipy.stats import rankdata
+
     ranks = rankdata(np.concatenate([pos, neg]))  # average ranks: a tie counts 1/2
     u = float(ranks[: pos.size].sum()) - pos.size * (pos.size + 1) / 2
     return Score(u / (pos.size * neg.size))
