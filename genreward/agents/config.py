@@ -85,7 +85,9 @@ class FBConfig(Section):
     updates: int = Field(400, ge=1, description="gradient updates of stage pretrain_fb")
     checkpoint_every: int = Field(100, ge=1, description="updates between resumable checkpoints")
     log_every: int = Field(20, ge=1, description="updates between logged training-curve rows")
-    holdout_fraction: ProperFraction = Field(0.1, description="share of episodes held out for the goal-reaching check")
+    holdout_fraction: ProperFraction = Field(
+        0.1, description="share of each task's episodes held out (at least one per task) for the goal-reaching check"
+    )
     eval_stride: int = Field(4, ge=1, description="steps between evaluated states in the goal-reaching check")
 
 
