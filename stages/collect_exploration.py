@@ -79,9 +79,11 @@ def _collect_one(
 ) -> dict:
     ex: ExplorationConfig = cfg.exploration
     env = cfg.env
+    # no agent in the loop (uniform random): workers run whole episodes on their own
+    collector = "policy_free" if algorithm == "random" else "lock_step"
     fingerprint = {
         "algorithm": algorithm,
-        "collector": "lock_step" if algorithm == "rnd" else "policy_free",
+        "collector": collector,
         "episodes_per_task": episodes_per_task,
         "expert_fraction": expert_fraction,
         "seed": seed,
@@ -112,7 +114,7 @@ def _collect_one(
     with progress_bar(
         plan.total, f"collect {algorithm}", enabled=cfg.runtime.progress, unit="episode", initial=resumed
     ) as bar:
-        if algorithm == "random":  # no agent in the loop: workers run whole episodes on their own
+        if collector == "policy_free":
             stats = collect_policy_free(
                 writer, plan, env, cfg.runtime.num_workers, seed, ex.expert_noise, progress=bar.update
             )

@@ -111,6 +111,7 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
                 "fb": fb.model_dump(mode="json"),
                 "dataset": dataset_hash,
                 "seed": cfg.seed,
+                "holdout": "by_task",  # the training episodes: a checkpoint of another split is not resumed
                 "checkpoint_format": TRAIN_CHECKPOINT_FORMAT,
             }
         ),

@@ -211,13 +211,13 @@ print(_collect_one(cfg, __import__('pathlib').Path({path!r}), {algo!r}, {eps}, 0
 """
 
 
-def _collect_cmd(tmp_path, algo="random", eps=6):
+def _collect_cmd(tmp_path, algo="random", eps=6, workers=1):
     overrides = [
         "tasks=[reach-v3]",
         "prompts.reach-v3=reach",
         "env.image_size=32",
         "env.episode_length=64",
-        "runtime.num_workers=1",
+        f"runtime.num_workers={workers}",
         "runtime.progress=false",
         "exploration.seed_steps=32",
         "exploration.batch_size=16",
@@ -228,10 +228,10 @@ def _collect_cmd(tmp_path, algo="random", eps=6):
     return [sys.executable, "-c", textwrap.dedent(code)]
 
 
-@pytest.mark.parametrize("algo", ["random", "rnd"])
-def test_killed_collection_resumes_without_duplicates_or_partial_episodes(tmp_path, algo):
+@pytest.mark.parametrize("algo, workers", [("random", 1), ("random", 2), ("rnd", 1)])
+def test_killed_collection_resumes_without_duplicates_or_partial_episodes(tmp_path, algo, workers):
     proc = subprocess.Popen(
-        _collect_cmd(tmp_path, algo),
+        _collect_cmd(tmp_path, algo, workers=workers),
         cwd=REPO,
         start_new_session=True,
         stdout=subprocess.PIPE,
@@ -256,7 +256,9 @@ def test_killed_collection_resumes_without_duplicates_or_partial_episodes(tmp_pa
     killed_at = int(zarr.open_group(str(part), mode="r").attrs["committed_episodes"])
     assert 2 <= killed_at < 6
 
-    res = subprocess.run(_collect_cmd(tmp_path, algo), cwd=REPO, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        _collect_cmd(tmp_path, algo, workers=workers), cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming after {killed_at} committed episodes" in res.stderr
     ds = ExplorationDataset(tmp_path / "d.zarr")

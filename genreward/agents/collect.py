@@ -25,6 +25,7 @@ import numpy as np
 
 from genreward.agents.replay import TransitionBuffer
 from genreward.envs.config import ACTION_DIM, EnvConfig
+from genreward.envs.workers import ExpertEnvs, rollout
 from genreward.store.episodes import Episode, EpisodeWriter
 
 log = logging.getLogger(__name__)
@@ -156,44 +157,30 @@ class EpisodeJob:
     expert: bool
 
 
-class PolicyFreeWorker:
+class PolicyFreeWorker(ExpertEnvs):
     """Runs whole episodes with uniform-random actions, or the task's scripted expert plus
     Gaussian noise; keeps one env per task (in a worker process, or inline)."""
 
     def __init__(self, env_cfg: EnvConfig, seed: int, expert_noise: float):
         from genreward.envs.probes import probe_env_config
-        from genreward.envs.workers import ExpertEnvs
 
-        self.envs = ExpertEnvs(probe_env_config(env_cfg))  # one frame per observation: the store's
+        super().__init__(probe_env_config(env_cfg))  # one frame per observation: what the store keeps
         self.seed, self.expert_noise = seed, expert_noise
 
     def __call__(self, job: EpisodeJob) -> tuple[int, Episode]:
-        env, expert = self.envs.expert_env(job.task)
+        env, expert = self.expert_env(job.task)
         rng = np.random.default_rng([self.seed, job.index])
-        obs, _ = env.reset(seed=self.seed + job.index)
-        frames, states, actions, successes = [obs["pixels"][-3:]], [obs["state"]], [], [False]
-        for _ in range(env.cfg.agent_steps):
-            if job.expert:
-                action = expert(obs["state"]) + rng.normal(0.0, self.expert_noise, ACTION_DIM)
-            else:
-                action = rng.uniform(-1.0, 1.0, ACTION_DIM)
-            action = np.clip(action, -1.0, 1.0).astype(np.float32)
-            obs, _, _, _, info = env.step(action)
-            frames.append(obs["pixels"][-3:])
-            states.append(obs["state"])
-            actions.append(action)
-            successes.append(bool(info["success"]))
-        episode = Episode(
-            obs=np.stack(frames),
-            state=np.stack(states),
-            action=np.stack(actions),
-            success=np.asarray(successes, bool),
-            task_id=job.task_id,
-        )
-        return job.index, episode
 
-    def close(self) -> None:
-        self.envs.close()
+        def act(t: int, obs: dict) -> np.ndarray:
+            if job.expert:
+                return expert(obs["state"]) + rng.normal(0.0, self.expert_noise, ACTION_DIM)
+            return rng.uniform(-1.0, 1.0, ACTION_DIM)
+
+        ep = rollout(env, self.seed + job.index, act)
+        success = np.concatenate([[False], ep["successes"]])  # one row per observation
+        return job.index, Episode(
+            obs=ep["frames"], state=ep["states"], action=ep["actions"], success=success, task_id=job.task_id
+        )
 
 
 def collect_policy_free(
@@ -208,7 +195,8 @@ def collect_policy_free(
     """Collect episodes ``writer.committed_episodes .. plan.total-1`` without a learning agent:
     uniform-random actions, or the scripted expert with ``expert_noise`` for the plan's expert
     episodes. Workers finish episodes in any order; they are committed in index order (at most
-    the few finished ahead wait in memory)."""
+    two jobs per worker are in flight, so only a few finished episodes wait in memory)."""
+    import contextlib
     import time
     from functools import partial
 
@@ -225,8 +213,9 @@ def collect_policy_free(
     pending: dict[int, Episode] = {}
     nxt = first
     t0 = time.perf_counter()
-    with worker_environment():
-        results = run_jobs(partial(PolicyFreeWorker, env_cfg, seed, expert_noise), jobs, num_workers)
+    spawned = worker_environment() if num_workers > 1 else contextlib.nullcontext()
+    results = run_jobs(partial(PolicyFreeWorker, env_cfg, seed, expert_noise), jobs, num_workers)
+    with spawned, contextlib.closing(results):  # an error here stops the workers too
         for index, episode in results:
             pending[index] = episode
             while nxt in pending:

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from genreward.envs.config import EnvConfig
 from genreward.envs.tasks import METAWORLD_V3_TASKS, check_task
-from genreward.envs.workers import ExpertEnvs
+from genreward.envs.workers import ExpertEnvs, rollout
 
 KIND = "probes"  # artifact kind of the stage's Zarr store
 KINDS = ("expert", "noisy", "near_miss", "random")  # episode kind codes are indices into this
@@ -205,27 +205,22 @@ def run_probe(env, policy, job: ProbeJob, cfg: ProbeConfig) -> ProbeEpisode:
         fraction = float(rng.uniform(*cfg.near_miss_fraction))
         needed = expert_steps_to_success(env, policy, job.seed)
         drift = int(fraction * (needed if needed is not None else length))
-    obs, _ = env.reset(seed=job.seed)
-    frames, actions, rewards, successes = [obs["pixels"][-3:]], [], [], []
-    for t in range(length):
+
+    def act(t: int, obs: dict) -> np.ndarray:
         if job.kind == RANDOM or (job.kind == NEAR_MISS and t >= drift):
-            action = rng.uniform(-1.0, 1.0, size=4)
-        else:
-            action = policy(obs["state"])
-            if job.kind == NOISY:
-                action = action + rng.normal(0.0, job.noise_std, size=action.shape)
-        action = np.clip(action, -1.0, 1.0).astype(np.float32)
-        obs, reward, _, _, info = env.step(action)
-        frames.append(obs["pixels"][-3:])
-        actions.append(action)
-        rewards.append(reward)
-        successes.append(bool(info["success"]))
+            return rng.uniform(-1.0, 1.0, size=4)
+        action = policy(obs["state"])
+        if job.kind == NOISY:
+            action = action + rng.normal(0.0, job.noise_std, size=action.shape)
+        return action
+
+    ep = rollout(env, job.seed, act)
     return ProbeEpisode(
         job=job,
-        frames=np.stack(frames).astype(np.uint8),
-        actions=np.stack(actions).astype(np.float32),
-        rewards=np.asarray(rewards, np.float32),
-        successes=np.asarray(successes, bool),
+        frames=ep["frames"],
+        actions=ep["actions"],
+        rewards=ep["rewards"],
+        successes=ep["successes"],
         drift_step=drift,
     )
 

@@ -1,14 +1,17 @@
 """Env jobs in spawned worker processes, each holding its own envs (and GL contexts).
 
-:func:`run_jobs` yields ``worker(job)`` for every job, in any order, with ``worker`` built once
-per process by ``make_worker`` (a picklable callable, e.g. ``functools.partial(ClipWorker, cfg,
-env_cfg)``); ``workers <= 1`` runs inline. Workers are spawned, never forked: a forked child must
-not inherit a live GL context. Each worker's ``close()`` frees its envs. Each worker process
-runs one torch thread (:func:`genreward.runtime.configure_worker`).
+:func:`run_jobs` yields ``worker(job)`` for every job, in any order (jobs start in their order,
+at most two per worker ahead), with ``worker`` built once per process by ``make_worker`` (a
+picklable callable, e.g. ``functools.partial(ClipWorker, cfg, env_cfg)``); ``workers <= 1`` runs
+inline. Workers are spawned, never forked: a forked child must not inherit a live GL context.
+Each worker's ``close()`` frees its envs. Each worker process runs one torch thread
+(:func:`genreward.runtime.configure_worker`). :func:`rollout` is the one episode loop of the
+workers that run whole episodes (probes, policy-free exploration).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable, Iterable, Iterator
 
 _WORKER: Any = None
@@ -29,14 +32,15 @@ def _run_job(job: Any) -> Any:
     import atexit
 
     assert _WORKER is not None
-    result = _WORKER(job)
-    # The job may have opened this process's first GL context, whose library then registered its
-    # own exit handler (EGL: eglTerminate). Exit handlers run last in, first out: re-register the
-    # worker's close so that it frees its contexts before that handler ends the display (else
-    # every worker printed a traceback at exit).
-    atexit.unregister(_WORKER.close)
-    atexit.register(_WORKER.close)
-    return result
+    try:
+        return _WORKER(job)
+    finally:
+        # The job may have opened this process's first GL context, whose library then registered
+        # its own exit handler (EGL: eglTerminate). Exit handlers run last in, first out:
+        # re-register the worker's close so that it frees its contexts before that handler ends
+        # the display (else every worker printed a traceback at exit).
+        atexit.unregister(_WORKER.close)
+        atexit.register(_WORKER.close)
 
 
 def run_jobs(
@@ -58,18 +62,25 @@ def run_jobs(
             bar.close()
         return
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    todo = iter(jobs)
     with ProcessPoolExecutor(
         workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(make_worker,)
     ) as pool:
-        futures = [pool.submit(_run_job, job) for job in jobs]
+        # At most 2 jobs per worker in flight, in job order: a result is dropped once handed out,
+        # so a long run holds a few results in memory, not all of them.
+        running = {pool.submit(_run_job, job) for job in itertools.islice(todo, 2 * workers)}
         try:
-            for fut in as_completed(futures):
-                yield fut.result()
-                bar.update()
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    running |= {pool.submit(_run_job, job) for job in itertools.islice(todo, 1)}
+                for fut in done:
+                    yield fut.result()
+                    bar.update()
         finally:
-            for fut in futures:
+            for fut in running:
                 fut.cancel()
             bar.close()
 
@@ -98,3 +109,30 @@ class ExpertEnvs:
         for env, _ in self._envs.values():
             env.close()
         self._envs.clear()
+
+
+def rollout(env, seed: int, act: Callable[[int, dict], Any]) -> dict[str, Any]:
+    """One whole episode of ``env`` (a :class:`~genreward.envs.metaworld_env.MetaWorldPixelEnv`)
+    from ``reset(seed=seed)``, ``env.cfg.agent_steps`` long; ``act(t, obs)`` gives step t's
+    action, clipped to [-1, 1] as float32. Returns ``frames`` uint8 [L+1, 3, H, W] (each
+    observation's newest frame), ``states`` float32 [L+1, S], ``actions`` float32 [L, A],
+    ``rewards`` float32 [L] and ``successes`` bool [L] (success on each step)."""
+    import numpy as np
+
+    obs, _ = env.reset(seed=seed)
+    frames, states, actions, rewards, successes = [obs["pixels"][-3:]], [obs["state"]], [], [], []
+    for t in range(env.cfg.agent_steps):
+        action = np.clip(act(t, obs), -1.0, 1.0).astype(np.float32)
+        obs, reward, _, _, info = env.step(action)
+        frames.append(obs["pixels"][-3:])
+        states.append(obs["state"])
+        actions.append(action)
+        rewards.append(reward)
+        successes.append(bool(info["success"]))
+    return {
+        "frames": np.stack(frames).astype(np.uint8),
+        "states": np.stack(states).astype(np.float32),
+        "actions": np.stack(actions),
+        "rewards": np.asarray(rewards, np.float32),
+        "successes": np.asarray(successes, bool),
+    }
