@@ -74,8 +74,7 @@ def run_jobs(
         try:
             while running:
                 done, running = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    running |= {pool.submit(_run_job, job) for job in itertools.islice(todo, 1)}
+                running |= {pool.submit(_run_job, job) for job in itertools.islice(todo, len(done))}
                 for fut in done:
                     yield fut.result()
                     bar.update()
