@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 __version__ = "0.1.0"
@@ -28,10 +27,7 @@ class _PrepareBeforeTorchvision:
         return None  # the regular finders import it
 
 
-# The preparation imports torch (about 1.3 s of CPU). Env worker processes
-# (genreward.envs.vector) step simulators and never need it, so there it waits until something
-# imports torchvision.
-if os.environ.get("GENREWARD_ENV_WORKER") == "1":
-    sys.meta_path.insert(0, _PrepareBeforeTorchvision())
-else:
-    _prepare_torchvision()
+# The preparation imports torch (about 1.3 s of CPU): it waits until something imports torchvision
+# (transformers, open_clip and timm do), so a process that never needs torch (an env worker, a
+# stage that only steps simulators, the CLI's quick commands) does not pay it.
+sys.meta_path.insert(0, _PrepareBeforeTorchvision())

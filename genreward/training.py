@@ -14,17 +14,19 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from genreward.store.artifacts import RERUN, ArtifactError
 from genreward.store.atomic import atomic_dir
 
+if TYPE_CHECKING:  # torch is imported where it is used: a stage module can import this for free
+    import torch
+
 
 # -- checkpoints ----------------------------------------------------------------------------
 def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import torch
+
     sd = opt.state_dict()
     tensors, scalars = {}, {}
     for pid, state in sd["state"].items():
@@ -57,6 +59,8 @@ def save_checkpoint(
         tensors.update(t)
         opt_meta[oname] = m
     with atomic_dir(folder) as tmp:
+        from safetensors.torch import save_file
+
         save_file(tensors, str(tmp / "weights.safetensors"))
         (tmp / "meta.json").write_text(
             json.dumps({"meta": dict(meta or {}), "optimizers": opt_meta}, indent=1, default=str)
@@ -107,6 +111,8 @@ def load_checkpoint(
     info = checkpoint_info(folder, fix)
     weights = folder / "weights.safetensors"
     try:
+        from safetensors.torch import load_file
+
         tensors = load_file(str(weights), device=device)
     except Exception as e:  # SafetensorError (random bytes, a truncated copy), OSError
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
@@ -148,6 +154,8 @@ STATE_FORMAT = "genreward-state/1"
 
 
 def _encode(obj: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    import torch
+
     if torch.is_tensor(obj):
         tensors[name] = obj.detach().to("cpu", copy=True).contiguous()  # a copy: safetensors stores no shared storage
         return {"t": name}

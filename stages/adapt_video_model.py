@@ -37,7 +37,6 @@ from genreward.store.artifacts import artifact_hash
 from genreward.store.atomic import atomic_dir, write_csv_atomic, write_json_atomic, write_text_atomic
 from genreward.store.hashing import stable_hash
 from genreward.store.provenance import code_version
-from genreward.training import resume_dir
 from genreward.video.io import write_gif
 from stages.table import Stage
 
@@ -71,6 +70,8 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     params = cfg.section("video_model", "domain_videos")
     if vm.mode == "lora":
         params["goal_video.diffusers"] = gv.diffusers.model_dump(mode="json")
+    from genreward.training import resume_dir  # imports torch: only when the stage runs
+
     partial = resume_dir(
         outputs["model"].parent / f".{outputs['model'].name}.partial",
         stable_hash({"params": params, "dataset": dataset_hash, "seed": vm.seed}),

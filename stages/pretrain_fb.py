@@ -22,14 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from genreward.agents.fb import (
-    TRAIN_CHECKPOINT_FORMAT,
-    FBAgent,
-    goal_reaching,
-    save_fb,
-    split_heldout,
-    train_fb,
-)
 from genreward.config import Config
 from genreward.envs.config import ACTION_DIM
 from genreward.store.artifacts import artifact_hash
@@ -81,6 +73,15 @@ def check_result(metrics: dict, updates: int, lr: float) -> None:
 
 def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     import torch
+
+    from genreward.agents.fb import (
+        TRAIN_CHECKPOINT_FORMAT,
+        FBAgent,
+        goal_reaching,
+        save_fb,
+        split_heldout,
+        train_fb,
+    )
 
     fb = cfg.fb
     device = cfg.resolve_device()

@@ -228,26 +228,25 @@ def test_vector_env_parent_reads_spaces_without_a_simulator():
         full.close()
 
 
-def test_env_workers_start_without_torch_and_with_one_render_thread(monkeypatch):
+def test_genreward_loads_torch_only_when_needed_and_env_workers_render_on_one_thread(monkeypatch):
     import subprocess
     import sys
 
-    from genreward.envs.vector import ENV_WORKER_VAR, worker_environment
+    from genreward.envs.vector import worker_environment
 
-    monkeypatch.setenv("LP_NUM_THREADS", "3")  # a user's own setting is kept
-    monkeypatch.delenv(ENV_WORKER_VAR, raising=False)
-    with worker_environment():
-        assert os.environ[ENV_WORKER_VAR] == "1" and os.environ["LP_NUM_THREADS"] == "3"
-        # torch stays out until something imports torchvision, which is then prepared first
-        code = (
-            "import importlib.util, sys, genreward.envs.vector; print('torch' in sys.modules)\n"
-            "if importlib.util.find_spec('torchvision'):\n"
-            "    import torchvision.transforms; from genreward.compat import torchvision_ops as t\n"
-            "    assert t._state['status'] in ('native', 'schemas-only'), t._state"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # torch stays out until something imports torchvision, which is then prepared first
+    code = (
+        "import importlib.util, sys, genreward.config, genreward.envs.vector; print('torch' in sys.modules)\n"
+        "if importlib.util.find_spec('torchvision'):\n"
+        "    import torchvision.transforms; from genreward.compat import torchvision_ops as t\n"
+        "    assert t._state['status'] in ('native', 'schemas-only'), t._state"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
-    assert ENV_WORKER_VAR not in os.environ and os.environ["LP_NUM_THREADS"] == "3"
+    monkeypatch.setenv("LP_NUM_THREADS", "3")  # a user's own setting is kept
+    with worker_environment():
+        assert os.environ["LP_NUM_THREADS"] == "3"
+    assert os.environ["LP_NUM_THREADS"] == "3"
     monkeypatch.delenv("LP_NUM_THREADS")
     with worker_environment():
         assert os.environ["LP_NUM_THREADS"] == "0"

@@ -117,7 +117,9 @@ def encoder():
 
 def test_latent_shapes_determinism_and_similarity(encoder, expert_videos):
     v = expert_videos["pick-place-v3"]
-    a, b = encoder.encode(v), encoder.encode(v)
+    fresh = VideoLatentEncoder.from_config(LatentConfig(vae="random", num_frames=16, size=64, memo_mb=0))
+    a, b = encoder.encode(v), fresh.encode(v)  # the same random VAE (seeded); b without a memo
+    assert len(fresh.memo) == 0
     assert a.shape == (4, 4, 8, 8) and a.dtype == np.float32  # 16 frames -> 4 latent frames, 64 px -> 8
     np.testing.assert_array_equal(a, b)
     assert latent_cosine(a, b) == pytest.approx(1.0, abs=1e-9)
@@ -128,6 +130,59 @@ def test_latent_shapes_determinism_and_similarity(encoder, expert_videos):
     batch = encoder.encode_batch([v, expert_videos["shelf-place-v3"]])
     np.testing.assert_allclose(batch[0], a, atol=1e-5)
     assert encoder.identity()["vae"] == "random" and encoder.identity()["num_frames"] == 16
+
+
+def test_memo_encodes_each_input_once_and_drops_the_least_recently_used(expert_videos):
+    from genreward.video.latents import LatentMemo
+
+    enc = VideoLatentEncoder.from_config(LatentConfig(vae="random", num_frames=16, size=64))
+    calls = []
+    encode = enc.vae.encode
+    enc.vae.encode = lambda x: calls.append(len(x)) or encode(x)
+    v, w = expert_videos["pick-place-v3"], expert_videos["shelf-place-v3"]
+    first = enc.encode_batch([v, w, v])  # the repeat is encoded once
+    assert calls == [2] and (enc.memo.misses, enc.memo.hits) == (2, 1)
+    np.testing.assert_array_equal(first[0], first[2])
+    again = enc.encode_batch([w, v])
+    assert calls == [2] and enc.memo.hits == 3  # nothing encoded: both from the memo
+    np.testing.assert_array_equal(again, first[[1, 0]])
+    frames = enc.encode_frames(v[:5])  # single frames: their own entries (another setting)
+    assert calls == [2, 5] and len(enc.memo) == 7
+    np.testing.assert_array_equal(enc.encode_frames(v[3:5]), frames[3:5])
+    assert calls == [2, 5]
+
+    memo = LatentMemo(max_bytes=3 * 8)  # room for three float64 scalars
+    seen = []
+
+    def square(xs):
+        seen.extend(int(x[0]) for x in xs)
+        return [np.float64(x[0]) ** 2 for x in xs]
+
+    inputs = [np.array([k], np.uint8) for k in range(5)]
+    assert memo.map(inputs[:3], square) == [0, 1, 4] and seen == [0, 1, 2]
+    assert memo.map([inputs[0]], square) == [0] and seen == [0, 1, 2]  # 0 is now the most recent
+    memo.map([inputs[3]], square)  # full: 1, the least recently used, goes
+    assert memo.map([inputs[1], inputs[0]], square) == [1, 0] and seen == [0, 1, 2, 3, 1]
+    assert len(LatentMemo(0).map(inputs, square)) == 5  # 0 bytes: nothing kept, every call encodes
+    with pytest.raises(RuntimeError, match="returned 1 outputs for 2 inputs"):
+        LatentMemo(100).map(inputs[:2], lambda xs: [0.0])
+
+
+def test_encoder_from_config_is_shared_until_its_vae_files_change(tmp_path):
+    from genreward.video.cogvideox_build import build_cogvideox_pipeline
+    from genreward.video.latents import encoder_from_config
+
+    build_cogvideox_pipeline([PROMPT], "t2v").save_pretrained(tmp_path / "model")
+    cfg = load_config(
+        REPO / "params.yaml",
+        overrides=["latents.vae=path", f"latents.path={tmp_path / 'model'}", f"store.cache_dir={tmp_path / 'cache'}"],
+    )
+    a = encoder_from_config(cfg)
+    assert encoder_from_config(cfg) is a  # one load per process: every task's terms share it
+    weights = next((tmp_path / "model" / "vae").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes())  # the same bytes, a new mtime: loaded again
+    b = encoder_from_config(cfg)
+    assert b is not a and len(b.memo) == 0
 
 
 def test_posterior_sampling_is_seeded(expert_videos):

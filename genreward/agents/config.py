@@ -45,7 +45,7 @@ class ExplorationConfig(Section):
     agent_per_task: bool = Field(True, description="a fresh RND agent per task (false: one agent carried across tasks)")
     noise_beta: ActionNoise = Field(1.0, description="exploration-noise colour: 0 white (DrQ-v2), 1 pink, 2 red")
     seed_steps: int = Field(512, ge=0, description="uniform-random agent steps before the agent acts")
-    update_every: int = Field(8, ge=1, description="vector-env steps between agent updates")
+    update_every: int = Field(16, ge=1, description="vector-env steps between agent updates")
     batch_size: BatchSize = Field(64, description="transitions per agent/RND update")
     lr: Rate = Field(1e-4, description="Adam learning rate of the agent and the RND predictor")
     feature_dim: FeatureDim = Field(50, description="agent actor/critic trunk width after the conv encoder")
@@ -94,7 +94,7 @@ class FBConfig(Section):
 class DrQV2Section(Section):
     """DrQ-v2's knobs (``rl.drqv2`` in params.yaml): the agent of ``rl.agent: drqv2``."""
 
-    update_every: int = Field(2, ge=1, description="agent steps between updates")
+    update_every: int = Field(4, ge=1, description="agent steps between updates")
     batch_size: BatchSize = Field(64, description="transitions per agent update")
     n_step: int = Field(3, ge=1, le=64, description="n of the n-step TD return")
     lr: Rate = Field(1e-4, description="Adam learning rate of encoder, actor and critic")

@@ -38,6 +38,8 @@ def ensure_importable() -> str:
         status = "already-imported"
     else:
         spec = importlib.util.find_spec("torchvision")
+        if "status" in _state:  # the find ran genreward's import hook, which prepared torchvision already
+            return str(_state["status"])
         if spec is None or spec.origin is None:
             status = "absent"
         else:

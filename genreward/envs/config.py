@@ -43,7 +43,9 @@ class EnvConfig(Section):
         True, description="resample object and goal positions at every reset (false: one fixed layout per task)"
     )
     fast_render: bool = Field(
-        True, description="render without shadows and offscreen multisampling (~6x faster rendering)"
+        True,
+        description="render without shadows, offscreen multisampling and reflections "
+        "(much faster on a software rasteriser; benchmarks/render_settings.py)",
     )
 
     @model_validator(mode="after")

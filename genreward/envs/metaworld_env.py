@@ -45,9 +45,18 @@ def make_metaworld(task: str, camera: str, height: int, width: int, episode_leng
     env.seeded_rand_vec = True
     env.max_path_length = episode_length
     if fast_render:
-        env.model.vis.quality.shadowsize = 0
-        env.model.vis.quality.offsamples = 0
+        apply_fast_render(env.model)
     return env
+
+
+def apply_fast_render(model) -> None:
+    """Render settings for speed on a software rasteriser (llvmpipe: EGL/OSMesa without a GPU):
+    no shadow maps, no offscreen multisampling, no reflections. Meta-World's materials with
+    reflectance make MuJoCo draw the scene a second time, mirrored, for ~40% of a 64 px frame's
+    time, and change about 6 of its 4,096 pixels (``python benchmarks/render_settings.py``)."""
+    model.vis.quality.shadowsize = 0
+    model.vis.quality.offsamples = 0
+    model.mat_reflectance[:] = 0.0
 
 
 def pixel_spaces(cfg: EnvConfig, height: int | None = None, width: int | None = None):

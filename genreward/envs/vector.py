@@ -6,9 +6,8 @@ the worker processes start light:
 - ``AsyncVectorEnv`` builds one env in the parent only to read its spaces and metadata; here
   the parent gets :class:`SpacesOnlyEnv` instead (no MuJoCo model, no renderer). The vector
   env still checks that every worker's spaces equal it.
-- Workers are started with ``GENREWARD_ENV_WORKER=1`` in their environment, so that
-  ``import genreward`` skips the torchvision preparation, which imports torch (about 1.3 s of
-  CPU per process): a worker steps simulators and never runs torch.
+- ``import genreward`` does not import torch (about 1.3 s of CPU per process) until something
+  imports torchvision: a worker steps simulators and never loads it.
 
 Workers render on one thread each: they start with ``LP_NUM_THREADS=0`` unless it is set
 already, so Mesa's software rasteriser (llvmpipe, which EGL and OSMesa use when there is no
@@ -29,9 +28,8 @@ from typing import Iterator, Sequence
 from genreward.envs.config import EnvConfig
 from genreward.envs.tasks import check_task
 
-ENV_WORKER_VAR = "GENREWARD_ENV_WORKER"
 # Set in the workers' environment: (name, value, whether a value already set is kept).
-WORKER_ENVIRONMENT = ((ENV_WORKER_VAR, "1", False), ("LP_NUM_THREADS", "0", True))
+WORKER_ENVIRONMENT = (("LP_NUM_THREADS", "0", True),)
 
 
 def _spaces_only_env(cfg: EnvConfig):

@@ -134,3 +134,10 @@ class LatentConfig(_Section):
     )
     batch_size: int = Field(8, ge=1, le=1024, description="clips per VAE encode call")
     vae_tiling: bool = Field(False, description="encode in spatial tiles (less GPU memory, large frames)")
+    memo_mb: int = Field(
+        256,
+        ge=0,
+        le=1 << 20,
+        description="latents of clips/frames already encoded in this process, kept by content (least recently "
+        "used out first) so a clip scored by several tasks' rewards is encoded once; 0: off",
+    )

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from genreward.video.io import resample_frames
-from genreward.video.latents import vae_pixels
+from genreward.video.latents import LatentMemo, vae_pixels
 
 
 def prompt_embeds(pipe, prompts: Sequence[str], max_text_len: int, device, dtype):
@@ -101,6 +101,7 @@ class DiffusionScorer:
         device: str = "cpu",
         image_cond: bool = False,
         batch_size: int = 8,
+        memo: LatentMemo | None = None,
     ):
         import torch
 
@@ -113,12 +114,22 @@ class DiffusionScorer:
         self.temporal_ratio = int(getattr(pipe, "vae_scale_factor_temporal", 4))  # frames per latent frame
         self._embeds: dict[str, object] = {}
         self._torch = torch
+        self.memo = memo if memo is not None else LatentMemo(256 << 20)
 
     def _pixels(self, clip: np.ndarray):
         return vae_pixels(resample_frames(np.asarray(clip), self.num_frames), self.height, self.width)
 
     def encode(self, clips: Sequence[np.ndarray]):
-        """Scaled latents [B, F, C, h, w] and, for image-to-video, first-frame latents [B, 1, C, h, w]."""
+        """Scaled latents [B, F, C, h, w] and, for image-to-video, first-frame latents [B, 1, C, h, w]
+        (from :attr:`memo` for clips encoded before)."""
+        torch = self._torch
+        settings = ("diffusion", self.num_frames, self.height, self.width, self.image_cond)
+        rows = self.memo.map(list(clips), self._encode, settings)
+        lat = torch.stack([r[0] for r in rows])
+        first = torch.stack([r[1] for r in rows]) if self.image_cond else None
+        return lat, first
+
+    def _encode(self, clips: Sequence[np.ndarray]) -> list:
         torch = self._torch
         vae = self.pipe.vae
         lats, firsts = [], []
@@ -128,9 +139,9 @@ class DiffusionScorer:
                 lats.append(vae.encode(x).latent_dist.mean.float())
                 if self.image_cond:
                     firsts.append(vae.encode(x[:, :, :1]).latent_dist.mean.float())
-        lat = torch.cat(lats).permute(0, 2, 1, 3, 4) * self.scale
-        first = torch.cat(firsts).permute(0, 2, 1, 3, 4) * self.scale if self.image_cond else None
-        return lat.to(self.dtype), None if first is None else first.to(self.dtype)
+        lat = (torch.cat(lats).permute(0, 2, 1, 3, 4) * self.scale).to(self.dtype)
+        first = (torch.cat(firsts).permute(0, 2, 1, 3, 4) * self.scale).to(self.dtype) if self.image_cond else None
+        return [(lat[i].clone(), None if first is None else first[i].clone()) for i in range(len(lat))]
 
     def embeds(self, prompt: str, batch: int):
         if prompt not in self._embeds:
@@ -180,8 +191,8 @@ def scorer_from_config(cfg, device: str) -> tuple[DiffusionScorer, dict]:
     if key not in _PIPES:
         gen = DiffusersGenerator(d, device, memo_file=cfg.store.cache_dir / "weight_hashes.json", progress=False)
         _PIPES.clear()  # hold one pipeline at a time
-        _PIPES[key] = (gen.pipeline(), gen.identity())
-    pipe, ident = _PIPES[key]
+        _PIPES[key] = (gen.pipeline(), gen.identity(), LatentMemo(cfg.latents.memo_mb << 20))
+    pipe, ident, memo = _PIPES[key]  # the memo: the pipeline's latents of clips it has seen, for every task
     gv = cfg.goal_video
     scorer = DiffusionScorer(
         pipe,
@@ -192,5 +203,6 @@ def scorer_from_config(cfg, device: str) -> tuple[DiffusionScorer, dict]:
         device,
         image_cond=d.mode == "i2v",
         batch_size=cfg.latents.batch_size,
+        memo=memo,
     )
     return scorer, dict(ident)

@@ -8,14 +8,17 @@ similarity of flattened latents (:func:`latent_cosine`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+from collections import OrderedDict
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from genreward.store.hashing import hash_tree_memo
+from genreward.store.hashing import hash_tree_memo, tree_signature
 from genreward.video.config import LatentConfig
 from genreward.video.io import VideoError, resample_frames, validate_video
 
@@ -33,6 +36,77 @@ def latent_cosine(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"latent shapes differ: {a.shape} vs {b.shape}")
     denom = np.linalg.norm(a) * np.linalg.norm(b)
     return float(a @ b / denom) if denom > 0 else 0.0
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    if value is None:
+        return 0
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.nbytes
+    return value.element_size() * value.nelement()  # a torch tensor
+
+
+class LatentMemo:
+    """What an encoder made of inputs it has already seen, by content: a least-recently-used store of
+    at most ``max_bytes`` (0: nothing kept).
+
+    A benchmark scores the same probe clips with every task's reward (the confusion matrix), and
+    the encoding does not depend on the task: with a memo each clip is encoded once. ``map`` calls
+    ``encode`` once, on the inputs not seen before, in order (a repeat within the call once), so
+    which inputs share a batch can differ from an encoding without the memo (float rounding only).
+    Only for deterministic encodings (a posterior mean, not a sample).
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[bytes, Any] = OrderedDict()
+        self._bytes = 0
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(x: np.ndarray, settings: tuple) -> bytes:
+        x = np.ascontiguousarray(x)
+        h = hashlib.blake2b(repr((x.dtype.str, x.shape, settings)).encode(), digest_size=20)
+        h.update(x.data)
+        return h.digest()
+
+    def map(self, inputs: Sequence[np.ndarray], encode: Callable[[list], Sequence], settings: tuple = ()) -> list:
+        """``encode(inputs) -> one output per input``, for every input, from the memo where it can."""
+        keys = [self.key(x, settings) for x in inputs]
+        todo: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            if k not in self._items and k not in todo:
+                todo[k] = i
+        fresh = dict(zip(todo, encode([inputs[i] for i in todo.values()]))) if todo else {}
+        if len(fresh) != len(todo):
+            raise RuntimeError(f"encode returned {len(fresh)} outputs for {len(todo)} inputs")
+        self.misses += len(todo)
+        self.hits += len(keys) - len(todo)
+        out = []
+        for k in keys:
+            if k in fresh:
+                out.append(fresh[k])
+            else:
+                self._items.move_to_end(k)
+                out.append(self._items[k])
+        for k, v in fresh.items():
+            self._put(k, v)
+        return out
+
+    def _put(self, key: bytes, value) -> None:
+        size = _nbytes(value)
+        if size > self.max_bytes:
+            return
+        self._items[key] = value
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= _nbytes(old)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def vae_pixels(clip: np.ndarray, height: int, width: int):
@@ -70,6 +144,7 @@ class VideoLatentEncoder:
             "seed": cfg.seed if cfg.sample else None,
         }
         self._torch = torch
+        self.memo = LatentMemo(cfg.memo_mb << 20)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -116,9 +191,15 @@ class VideoLatentEncoder:
 
     def encode_batch(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         """Encode several clips: float32 [B, C, t, h, w]."""
-        torch = self._torch
         if len(clips) == 0:
             raise LatentEncoderError("no clips to encode")
+        if self.cfg.sample:  # a sample's noise depends on the batch: never from the memo
+            return self._encode_clips(clips)
+        rows = self.memo.map(list(clips), self._encode_clips, ("clip", self.cfg.num_frames, self.cfg.size))
+        return np.stack(rows)
+
+    def _encode_clips(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        torch = self._torch
         out = []
         gen = torch.Generator(device="cpu").manual_seed(self.cfg.seed) if self.cfg.sample else None
         with torch.inference_mode():
@@ -135,10 +216,13 @@ class VideoLatentEncoder:
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         """Encode single frames uint8 [N, H, W, 3], each as a one-frame clip: float32 [N, C, h, w]."""
-        torch = self._torch
         frames = np.asarray(frames)
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
             raise LatentEncoderError(f"frames: expected uint8 [N, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+        return np.stack(self.memo.map(list(frames), self._encode_frames, ("frame", self.cfg.size)))
+
+    def _encode_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        torch = self._torch
         out = []
         with torch.inference_mode():
             for i in range(0, len(frames), self.cfg.batch_size):
@@ -153,14 +237,26 @@ class VideoLatentEncoder:
         return self.encode_batch([clip])[0]
 
 
+_ENCODERS: dict[str, VideoLatentEncoder] = {}
+
+
 def encoder_from_config(cfg) -> VideoLatentEncoder:
-    """The run's latent encoder (``latents:``), shared by encode_goal_latents and the video reward."""
-    return VideoLatentEncoder.from_config(
-        cfg.latents,
-        cfg.diffusers_config().model,
-        device=cfg.resolve_device(),
-        memo_file=cfg.store.cache_dir / "weight_hashes.json",
-    )
+    """The run's latent encoder (``latents:``), shared by encode_goal_latents and the video reward.
+
+    Loaded once per process and setting (one held at a time; a local VAE folder whose files
+    changed is loaded again), so every task's reward terms share one encoder and its memo."""
+    model, device = cfg.diffusers_config().model, cfg.resolve_device()
+    source = cfg.latents.path if cfg.latents.vae == "path" else model if cfg.latents.vae == "generator" else None
+    local = Path(str(source)).expanduser() if source else None
+    signature = tree_signature(local) if local is not None and local.exists() else None
+    key = json.dumps([cfg.latents.model_dump(mode="json"), model, device, signature], sort_keys=True, default=str)
+    if key not in _ENCODERS:
+        encoder = VideoLatentEncoder.from_config(
+            cfg.latents, model, device=device, memo_file=cfg.store.cache_dir / "weight_hashes.json"
+        )
+        _ENCODERS.clear()
+        _ENCODERS[key] = encoder
+    return _ENCODERS[key]
 
 
 class FolderMissing(FileNotFoundError):
