@@ -51,12 +51,14 @@ Calling :func:`configure_process` again is cheap and safe; it re-applies the thr
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
 import platform
 import sys
 from pathlib import Path
+from typing import Iterator
 
 THREADS_ENV = "GENREWARD_THREADS"
 SHARE_ENV = "GENREWARD_THREAD_SHARE"
@@ -148,6 +150,23 @@ def _apply_threads(n: int) -> int | None:
         except RuntimeError:  # torch already ran inter-op work (or another caller set it)
             pass
     return torch.get_num_interop_threads()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the count (nothing without
+    torch loaded). For small work between waits, such as an agent choosing the actions of a few
+    envs while their worker processes step: one thread does it faster than two, and idle
+    threads left spinning after each call take the cores the workers step on."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else n
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if before != n:
+            torch.set_num_threads(before)
 
 
 def tune_malloc() -> bool:

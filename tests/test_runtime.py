@@ -46,6 +46,25 @@ def test_configure_process_sets_the_asked_thread_count(clean_runtime):
     assert torch.get_num_threads() == 1
 
 
+def test_agents_act_on_one_thread_and_leave_the_count_as_it_was(clean_runtime):
+    import numpy as np
+
+    from genreward.agents.drqv2 import DrQV2Agent, DrQV2Config
+
+    torch.set_num_threads(3)
+    with runtime.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 3
+    with pytest.raises(ValueError), runtime.torch_threads(2):
+        raise ValueError("the count is restored on an error too")
+    assert torch.get_num_threads() == 3
+    agent = DrQV2Agent((9, 64, 64), 4, DrQV2Config(hidden_dim=32, feature_dim=16), "cpu")
+    seen = []
+    agent.encoder.register_forward_hook(lambda *a: seen.append(torch.get_num_threads()))
+    action = agent.act(np.zeros((2, 9, 64, 64), np.uint8), 0, rng=np.random.default_rng(0))
+    assert action.shape == (2, 4) and seen == [1] and torch.get_num_threads() == 3
+
+
 def test_automatic_count_divides_the_usable_cores_among_the_processes(clean_runtime):
     _cores(clean_runtime, 6)
     assert runtime.configure_process(0, share=3, malloc_tuning=False)["threads"] == 2

@@ -97,13 +97,13 @@ class ScratchConfig(Section):
         2, ge=1, le=8, description="spatial patch size of the transformer on the latent (latent pixels)"
     )
     # training
-    vae_steps: int = Field(600, ge=0, le=10_000_000, description="VAE updates (trained first)")
+    vae_steps: int = Field(400, ge=0, le=10_000_000, description="VAE updates (trained first)")
     vae_lr: Rate = Field(2e-3, description="AdamW learning rate of the VAE")
     vae_batch_size: int = Field(2, ge=1, le=1024, description="clips per VAE update (and per encode call)")
     vae_frames: int = Field(9, ge=1, le=1024, description="VAE training crops: this many consecutive frames (8k+1)")
     kl_weight: float = Field(1e-6, ge=0, le=1.0, description="weight of the VAE's KL term (reconstruction: L1 + MSE)")
     steps: int = Field(
-        1500, ge=0, le=10_000_000, description="transformer (+ text encoder) updates (v-prediction, as CogVideoX)"
+        1200, ge=0, le=10_000_000, description="transformer (+ text encoder) updates (v-prediction, as CogVideoX)"
     )
     lr: Rate = Field(1e-3, description="AdamW learning rate of the transformer (+ text encoder)")
     batch_size: int = Field(16, ge=1, le=4096, description="clips per transformer update")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from genreward.agents.nets import PixelEncoder, RandomShift, mlp, noisy_action, orthogonal_init
+from genreward.runtime import torch_threads
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,10 @@ class DrQV2Agent(nn.Module):
         Exploration noise is ``std(step)`` times ``noise`` (unit-variance, e.g. coloured noise from
         :mod:`genreward.agents.noise`) or, when none is given, times white Gaussian noise from ``rng``.
         """
-        mu = self.actor(self.encoder(torch.as_tensor(obs, device=self.device))).cpu().numpy()
+        # a few frames between env steps: one CPU thread is faster than two, and threads left
+        # spinning after the call would take the cores the envs render on (docs/results.md)
+        with torch_threads(1):
+            mu = self.actor(self.encoder(torch.as_tensor(obs, device=self.device))).cpu().numpy()
         if eval_mode:
             return mu.astype(np.float32)
         if noise is None:
