@@ -103,7 +103,7 @@ class ScratchConfig(Section):
     vae_frames: int = Field(9, ge=1, le=1024, description="VAE training crops: this many consecutive frames (8k+1)")
     kl_weight: float = Field(1e-6, ge=0, le=1.0, description="weight of the VAE's KL term (reconstruction: L1 + MSE)")
     steps: int = Field(
-        1200, ge=0, le=10_000_000, description="transformer (+ text encoder) updates (v-prediction, as CogVideoX)"
+        1500, ge=0, le=10_000_000, description="transformer (+ text encoder) updates (v-prediction, as CogVideoX)"
     )
     lr: Rate = Field(1e-3, description="AdamW learning rate of the transformer (+ text encoder)")
     batch_size: int = Field(16, ge=1, le=4096, description="clips per transformer update")
