@@ -40,7 +40,9 @@ def run(memo_mb: int | None, report: Path) -> tuple[float, dict]:
     if memo_mb is not None:
         cmd += ["--set", f"latents.memo_mb={memo_mb}"]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"error: {' '.join(cmd[2:])} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return time.perf_counter() - t0, json.loads(report.read_text())
 
 
