@@ -114,7 +114,7 @@ class DiffusionScorer:
         self.temporal_ratio = int(getattr(pipe, "vae_scale_factor_temporal", 4))  # frames per latent frame
         self._embeds: dict[str, object] = {}
         self._torch = torch
-        self.memo = memo if memo is not None else LatentMemo(256 << 20)
+        self.memo = memo if memo is not None else LatentMemo(0)  # scorer_from_config passes latents.memo_mb's
 
     def _pixels(self, clip: np.ndarray):
         return vae_pixels(resample_frames(np.asarray(clip), self.num_frames), self.height, self.width)
