@@ -8,7 +8,6 @@ similarity of flattened latents (:func:`latent_cosine`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from genreward.store.hashing import hash_tree_memo, tree_signature
+from genreward.store.hashing import hash_array, hash_tree_memo, tree_signature
 from genreward.video.config import LatentConfig
 from genreward.video.io import VideoError, resample_frames, validate_video
 
@@ -61,21 +60,18 @@ class LatentMemo:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = int(max_bytes)
-        self._items: OrderedDict[bytes, Any] = OrderedDict()
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
         self._bytes = 0
         self.hits = self.misses = 0
 
     @staticmethod
-    def key(x: np.ndarray, settings: tuple) -> bytes:
-        x = np.ascontiguousarray(x)
-        h = hashlib.blake2b(repr((x.dtype.str, x.shape, settings)).encode(), digest_size=20)
-        h.update(x.data)
-        return h.digest()
+    def key(x: np.ndarray, settings: tuple) -> tuple:
+        return settings, hash_array(x)
 
     def map(self, inputs: Sequence[np.ndarray], encode: Callable[[list], Sequence], settings: tuple = ()) -> list:
         """``encode(inputs) -> one output per input``, for every input, from the memo where it can."""
         keys = [self.key(x, settings) for x in inputs]
-        todo: dict[bytes, int] = {}
+        todo: dict[tuple, int] = {}
         for i, k in enumerate(keys):
             if k not in self._items and k not in todo:
                 todo[k] = i
@@ -95,7 +91,7 @@ class LatentMemo:
             self._put(k, v)
         return out
 
-    def _put(self, key: bytes, value) -> None:
+    def _put(self, key: tuple, value) -> None:
         size = _nbytes(value)
         if size > self.max_bytes:
             return
@@ -164,10 +160,7 @@ class VideoLatentEncoder:
 
             torch.manual_seed(cfg.seed)
             return cls(build_vae(), cfg, device, {"vae": "random", "init_seed": cfg.seed})
-        if cfg.vae == "path":
-            source = None if cfg.path is None else str(cfg.path)
-        else:
-            source = generator_model
+        source = vae_source(cfg, generator_model)
         if not source:
             raise LatentEncoderError(
                 "latents.vae=path needs latents.path (a diffusers pipeline folder or a VAE folder)"
@@ -237,6 +230,14 @@ class VideoLatentEncoder:
         return self.encode_batch([clip])[0]
 
 
+def vae_source(cfg: LatentConfig, generator_model: str | None) -> str | None:
+    """Where ``latents.vae`` loads the VAE from: ``latents.path`` or the goal-video model (None:
+    the random VAE, or the setting it needs is missing)."""
+    if cfg.vae == "path":
+        return None if cfg.path is None else str(cfg.path)
+    return generator_model if cfg.vae == "generator" else None
+
+
 _ENCODERS: dict[str, VideoLatentEncoder] = {}
 
 
@@ -246,8 +247,8 @@ def encoder_from_config(cfg) -> VideoLatentEncoder:
     Loaded once per process and setting (one held at a time; a local VAE folder whose files
     changed is loaded again), so every task's reward terms share one encoder and its memo."""
     model, device = cfg.diffusers_config().model, cfg.resolve_device()
-    source = cfg.latents.path if cfg.latents.vae == "path" else model if cfg.latents.vae == "generator" else None
-    local = Path(str(source)).expanduser() if source else None
+    source = vae_source(cfg.latents, model)
+    local = Path(source).expanduser() if source else None
     signature = tree_signature(local) if local is not None and local.exists() else None
     key = json.dumps([cfg.latents.model_dump(mode="json"), model, device, signature], sort_keys=True, default=str)
     if key not in _ENCODERS:
