@@ -215,6 +215,30 @@ def test_vector_env_collects_in_parallel():
         venv.close()
 
 
+def test_vector_env_groups_number_their_envs_on_and_send_only_the_info_asked_for():
+    from genreward.envs.vector import close_vector_envs, make_vector_env, make_vector_env_groups
+
+    cfg = EnvConfig(image_size=32, episode_length=20)
+    tasks = ["reach-v3", "push-v3", "pick-place-v3"]
+    groups = make_vector_env_groups(tasks, cfg, [2, 1], seed=3, info_keys=("success",), copy=False)
+    whole = make_vector_env(tasks, cfg, num_envs=3, seed=3)
+    try:
+        assert [g.num_envs for g in groups] == [2, 1]
+        assert groups[0].get_attr("task") + groups[1].get_attr("task") == tuple(tasks)
+        first = [g.reset()[0]["state"].copy() for g in groups]  # no reset seed: the envs' own (3, 4, 5)
+        np.testing.assert_array_equal(np.concatenate(first), whole.reset()[0]["state"])
+        _, _, _, _, info = groups[1].step(np.zeros((1, 4), np.float32))
+        assert set(k for k in info if not k.startswith("_")) == {"success"}
+        _, _, _, _, info = whole.step(np.zeros((3, 4), np.float32))
+        assert {"success", "episode_success", "near_object"} <= set(info)
+    finally:
+        close_vector_envs(groups)
+        whole.close()
+    assert all(g.closed for g in groups)
+    with pytest.raises(ValueError, match="every group needs >= 1 env"):
+        make_vector_env_groups(tasks, cfg, [2, 0])
+
+
 def test_vector_env_parent_reads_spaces_without_a_simulator():
     from genreward.envs.vector import _make
 

@@ -339,6 +339,113 @@ def test_stage_writes_datasets_plots_and_metrics_without_task_reward(tmp_path):
     )
 
 
+def test_lock_step_collector_acts_per_group_as_steps_come_back_with_data_independent_of_timing(tmp_path):
+    import random
+
+    from genreward.agents.collect import Plan, collect, collect_policy_free
+    from genreward.envs import EnvConfig
+
+    class Recording:  # uniform actions; remembers which envs each call acted for and what it returned
+        def __init__(self, jitter: float):
+            self.calls, self.returned, self.round, self.jitter = [], {}, 0, jitter
+
+        def reset(self, n, rng):
+            self.calls.append(("reset", n))
+            self.round += 1
+
+        def act(self, obs, step, rng, envs=None):
+            time.sleep(random.uniform(0, self.jitter))  # a slow agent now and then: another call order
+            a = rng.uniform(-1, 1, (len(obs), ACTION_DIM)).astype(np.float32)
+            self.calls.append(tuple(int(e) for e in envs))
+            for row, e in enumerate(envs):
+                self.returned.setdefault((self.round, int(e)), []).append(a[row].copy())
+            return a
+
+        def update(self, buffer, step, rng):
+            return {}
+
+    env_cfg = EnvConfig(image_size=32, episode_length=40)
+    plan = Plan(["reach-v3"], episodes_per_task=3)
+    data, explorers = [], []
+    for run, jitter in enumerate((0.0, 0.01)):
+        w = EpisodeWriter(tmp_path / f"l{run}.zarr", {"run": run}, chunk_rows=21)
+        explorer = Recording(jitter)
+        stats = collect(w, lambda task_id: (explorer, None), plan, env_cfg, 2, seed=5, update_every=1)
+        w.finish({})
+        data.append(ExplorationDataset(tmp_path / f"l{run}.zarr"))
+        explorers.append(explorer)
+        # two rounds: both envs, then the third episode alone (the idle env's group is not stepped)
+        assert stats.episodes == 3 and stats.env_steps == 3 * 40
+    steps = env_cfg.agent_steps
+    for explorer in explorers:
+        calls = explorer.calls
+        assert calls[0] == ("reset", 2) and calls[2 * steps + 1] == ("reset", 1) and len(calls) == 3 * steps + 2
+        assert sorted(calls[1 : 2 * steps + 1]) == [(0,)] * steps + [(1,)] * steps
+        assert calls[2 * steps + 2 :] == [(0,)] * steps
+    for name in ("obs", "state", "action", "success"):  # whatever order the groups acted in
+        np.testing.assert_array_equal(data[0].array(name), data[1].array(name))
+    action, episode = data[0].array("action"), data[0].array("episode")
+    valid = data[0].array("valid")
+    for k, (rnd, env) in enumerate([(1, 0), (1, 1), (2, 0)]):  # episode k was env `env` of round `rnd`
+        np.testing.assert_array_equal(action[(episode == k) & valid], np.stack(explorers[0].returned[(rnd, env)]))
+    # episode k starts from env seed seed + k, as in the policy-free collector
+    w = EpisodeWriter(tmp_path / "free.zarr", {}, chunk_rows=21)
+    collect_policy_free(w, plan, env_cfg, 1, seed=5)
+    w.finish({})
+    free = ExplorationDataset(tmp_path / "free.zarr")
+    starts = np.flatnonzero(free.array("episode_start"))
+    np.testing.assert_array_equal(data[0].array("obs")[starts], free.array("obs")[starts])
+    np.testing.assert_array_equal(data[0].array("state")[starts], free.array("state")[starts])
+
+
+def test_rnd_collection_with_two_env_groups_is_the_same_whatever_the_timing(tmp_path):
+    import random
+
+    from genreward.agents.collect import Plan, collect
+    from genreward.agents.config import ExplorationConfig
+    from genreward.agents.explore import RNDExplorer
+    from genreward.envs import EnvConfig
+
+    env_cfg = EnvConfig(image_size=32, episode_length=24)
+    # random actions for the first 16 agent steps, then the actor; updates every 4 collector steps
+    ex = ExplorationConfig(seed_steps=16, batch_size=8)
+    plan = Plan(["reach-v3"], episodes_per_task=4)
+    runs = []
+    for run, jitter in enumerate((0.0, 0.01)):
+        explorer = RNDExplorer((9, 32, 32), ex, 3, seed=0, horizon=env_cfg.agent_steps)
+        buffer = TransitionBuffer(4 * 25, (3, 32, 32), STATE_DIM, ACTION_DIM)
+        act = explorer.act
+
+        def slow_act(*args, act=act, jitter=jitter, **kwargs):
+            time.sleep(random.uniform(0, jitter))
+            return act(*args, **kwargs)
+
+        explorer.act = slow_act
+        w = EpisodeWriter(tmp_path / f"r{run}.zarr", {"run": run}, chunk_rows=25)
+        stats = collect(w, lambda task_id: (explorer, buffer), plan, env_cfg, 2, seed=1, update_every=4)
+        w.finish({})
+        assert stats.updates == 24 // 4 and explorer.t == 4 * 24  # the second round learns; the clock counts all
+        runs.append(ExplorationDataset(tmp_path / f"r{run}.zarr"))
+    for name in ("obs", "state", "action"):
+        np.testing.assert_array_equal(runs[0].array(name), runs[1].array(name))
+    late = runs[0].array("action")[runs[0].array("episode") >= 2]  # the actor's, after the seed steps
+    assert np.abs(late).max() <= 1.0 and late.std() > 0.05
+
+
+def test_coloured_noise_of_envs_that_act_in_turn_is_each_envs_own_sequence():
+    from genreward.agents.noise import ColoredNoise
+
+    whole = ColoredNoise(1.0, 3, 4, 8, np.random.default_rng(2))
+    split = ColoredNoise(1.0, 3, 4, 8, np.random.default_rng(2))
+    for _ in range(8):
+        np.testing.assert_array_equal(
+            whole.sample(), np.concatenate([split.sample(np.array([0])), split.sample(np.array([1, 2]))])
+        )
+    np.testing.assert_array_equal(split._t, [8, 8, 8])
+    assert split.sample(np.array([1])).shape == (1, 4)  # past the horizon: white noise, per env
+    np.testing.assert_array_equal(split._t, [8, 9, 8])
+
+
 def test_coloured_noise_is_unit_power_and_drifts_further_than_white():
     from genreward.agents.noise import ColoredNoise, powerlaw_noise
 

@@ -61,6 +61,13 @@ class Plan:
         return (k % self.episodes_per_task) < n_expert
 
 
+def env_groups(num_envs: int) -> list[np.ndarray]:
+    """The lock-step collector's env groups: two (one when ``num_envs`` is 1), contiguous and in
+    order; each is stepped as soon as its previous step is back, so that acting for one overlaps
+    the other's stepping."""
+    return [g for g in np.array_split(np.arange(num_envs), min(2, num_envs))]
+
+
 def collect(
     writer: EpisodeWriter,
     explorer_for_task: Callable[[int], tuple[object, TransitionBuffer | None]],
@@ -76,63 +83,80 @@ def collect(
 
     ``explorer_for_task(task_id)`` is called when a task's block of episodes starts and returns
     the explorer to act with and the replay buffer it learns from (``None``: no learning). The
-    explorer may define ``reset(n, rng)``, called at the start of every round of episodes.
+    explorer defines ``act(obs, step, rng, envs)`` and ``update(buffer, step, rng)``, and may
+    define ``reset(n, rng)``, called at the start of every round of ``n`` episodes. ``envs`` are
+    the round's envs whose observations ``obs`` holds, and ``rng`` is their group's generator:
+    ``act`` must give the same actions whichever group it is called for first (per-env state,
+    no shared random stream), because the groups act in the order their steps come back.
+
+    The envs are split into two groups (:func:`env_groups`), each its own vector env: a group
+    that is back from its step is given its next action at once, while the other steps, so the
+    workers do not wait for the slowest env of the round nor for the agent acting for another
+    group. Updates are due every ``update_every`` steps; before one, every group finishes
+    acting for that step, and the update runs while their steps are in flight. So the data is
+    the same whatever the timing: round ``r``'s group ``j`` draws from its own generator
+    ``[seed, first episode of r, first env of j]``, updates and ``reset`` from the collector's.
     """
     import time
 
     from genreward.envs.experts import expert_policy
-    from genreward.envs.vector import make_vector_env
+    from genreward.envs.vector import close_vector_envs, make_vector_env_groups
 
     stats = CollectStats()
     rng = np.random.default_rng([seed, writer.committed_episodes])
     step_count = writer.committed_rows  # the collector's clock: paces updates (explorers keep their own)
     k = writer.committed_episodes
+    groups = env_groups(num_envs)
     while k < plan.total:
         task_id = plan.task_id(k)
         task = plan.tasks[task_id]
         last_of_task = (task_id + 1) * plan.episodes_per_task
         explorer, buffer = explorer_for_task(task_id)
-        venv = make_vector_env(task, env_cfg, num_envs=num_envs, seed=seed)
         expert = expert_policy(task) if plan.expert_fraction > 0 else None
+        # observations are copied below: the vector envs need not copy them
+        venvs = make_vector_env_groups(
+            task, env_cfg, [len(g) for g in groups], seed, info_keys=("success",), copy=False
+        )
         try:
             while k < last_of_task:
                 n = min(num_envs, last_of_task - k)
-                seeds = [seed + k + i for i in range(n)] + [seed + 10_000_000 + k + i for i in range(num_envs - n)]
+                # a round's spare envs (the task's last episodes are fewer than the envs) stay idle
+                # when a whole group is spare, and otherwise run padding episodes that are not kept
+                active = [(g, venv) for g, venv in zip(groups, venvs) if g[0] < n]
+                m = int(active[-1][0][-1]) + 1  # envs stepped this round (n of them kept)
+                seeds = [seed + k + i for i in range(n)] + [seed + 10_000_000 + k + i for i in range(m - n)]
+                experts = np.array([expert is not None and plan.is_expert(k + i) if i < n else False for i in range(m)])
                 t0 = time.perf_counter()
-                obs, _ = venv.reset(seed=seeds)
-                frames, states, actions, successes = (
-                    [obs["pixels"][:, -3:]],
-                    [obs["state"]],
-                    [],
-                    [np.zeros(num_envs, bool)],
-                )
+                for g, venv in active:
+                    venv.reset_async(seed=[seeds[i] for i in g])
+                first = [venv.reset_wait()[0] for _, venv in active]
                 if hasattr(explorer, "reset"):
-                    explorer.reset(num_envs, rng)
-                experts = np.array(
-                    [expert is not None and plan.is_expert(k + i) if i < n else False for i in range(num_envs)]
-                )
-                for _ in range(env_cfg.agent_steps):
-                    action = explorer.act(obs["pixels"], step_count, rng)
-                    if experts.any():
-                        for i in np.flatnonzero(experts):
-                            a = expert(obs["state"][i]) + rng.normal(0, expert_noise, ACTION_DIM)
-                            action[i] = np.clip(a, -1, 1)
-                    obs, _, _, truncated, info = venv.step(action)
-                    frames.append(obs["pixels"][:, -3:])
-                    states.append(obs["state"])
-                    actions.append(action)
-                    successes.append(np.asarray(info["success"], bool))
-                    step_count += n
-                    stats.env_steps += num_envs * env_cfg.action_repeat
-                    if buffer is not None and buffer.n > 0 and step_count % (update_every * n) < n:
-                        stats.seconds_env += time.perf_counter() - t0
-                        t1 = time.perf_counter()
-                        stats.last_metrics = explorer.update(buffer, step_count, rng)
-                        stats.updates += bool(stats.last_metrics)
-                        stats.seconds_update += time.perf_counter() - t1
-                        t0 = time.perf_counter()
-                stats.seconds_env += time.perf_counter() - t0
-                f, s, a, ok = np.stack(frames, 1), np.stack(states, 1), np.stack(actions, 1), np.stack(successes, 1)
+                    explorer.reset(m, rng)
+
+                def act(gi: int, o: dict, t: int) -> np.ndarray:
+                    g = active[gi][0]
+                    a = explorer.act(o["pixels"], step_count + t * n, group_rngs[gi], envs=g)
+                    for j in np.flatnonzero(experts[g]):
+                        noisy = expert(o["state"][j]) + group_rngs[gi].normal(0, expert_noise, ACTION_DIM)
+                        a[j] = np.clip(noisy, -1, 1)
+                    return a
+
+                def update(t: int) -> float:
+                    t1 = time.perf_counter()
+                    stats.last_metrics = explorer.update(buffer, step_count + (t + 1) * n, rng)
+                    stats.updates += bool(stats.last_metrics)
+                    return time.perf_counter() - t1
+
+                group_rngs = [np.random.default_rng([seed, k, int(g[0])]) for g, _ in active]
+                due = []
+                if buffer is not None and buffer.n > 0:  # after step t, as the collector's clock passes a multiple
+                    due = [t for t in range(env_cfg.agent_steps) if (step_count + (t + 1) * n) % (update_every * n) < n]
+                record, seconds_update = _round([venv for _, venv in active], first, act, update, due, env_cfg)
+                stats.seconds_update += seconds_update
+                stats.seconds_env += time.perf_counter() - t0 - seconds_update
+                step_count += env_cfg.agent_steps * n
+                stats.env_steps += env_cfg.agent_steps * m * env_cfg.action_repeat
+                f, s, a, ok = (np.concatenate([np.stack(r[field], 1) for r in record]) for field in range(4))
                 for i in range(n):
                     ep = Episode(obs=f[i], state=s[i], action=a[i], success=ok[i], task_id=task_id)
                     writer.append(ep)
@@ -143,8 +167,63 @@ def collect(
                     if progress is not None:
                         progress(1)
         finally:
-            venv.close()
+            close_vector_envs(venvs)
     return stats
+
+
+def _round(venvs: list, first: list[dict], act, update, due: list[int], env_cfg: EnvConfig):
+    """One round of episodes on the vector envs ``venvs`` (their resets ``first`` given): each
+    group acts (``act(group, obs, t)``) as soon as its step ``t - 1`` is back; ``update(t)`` runs
+    for every ``t`` in ``due`` once every group has sent step ``t`` and before any acts for
+    ``t + 1``. Returns per group ``(frames, states, actions, successes)`` lists and the seconds
+    spent updating."""
+    from multiprocessing.connection import wait
+
+    steps = env_cfg.agent_steps
+    record = [
+        ([o["pixels"][:, -3:].copy()], [o["state"].copy()], [], [np.zeros(venv.num_envs, bool)])
+        for o, venv in zip(first, venvs)
+    ]
+    obs = list(first)
+    t_next = [0] * len(venvs)
+    in_flight: set[int] = set()
+    barriers = iter(sorted(set(due) | {steps - 1}))
+    barrier = next(barriers)  # no group acts past this step until it is passed
+    seconds_update = 0.0
+    while True:
+        for gi, venv in enumerate(venvs):
+            if gi not in in_flight and t_next[gi] <= barrier:
+                action = act(gi, obs[gi], t_next[gi])
+                venv.step_async(action)
+                record[gi][2].append(action)
+                t_next[gi] += 1
+                in_flight.add(gi)
+        if all(t == barrier + 1 for t in t_next):
+            if barrier in due:  # every group's step is in flight meanwhile
+                seconds_update += update(barrier)
+            if barrier == steps - 1:
+                break
+            barrier = next(barriers)
+            continue
+        back = [gi for gi in sorted(in_flight) if all(p.poll() for p in venvs[gi].parent_pipes)]
+        if not back:
+            wait([p for gi in in_flight for p in venvs[gi].parent_pipes if not p.poll()])
+            continue
+        for gi in back:
+            _receive(venvs[gi], record[gi], obs, gi)
+            in_flight.discard(gi)
+    for gi in sorted(in_flight):
+        _receive(venvs[gi], record[gi], obs, gi)
+    return record, seconds_update
+
+
+def _receive(venv, record: tuple, obs: list, gi: int) -> None:
+    o, _, _, _, info = venv.step_wait()
+    obs[gi] = o
+    frames, states, _, successes = record
+    frames.append(o["pixels"][:, -3:].copy())
+    states.append(o["state"].copy())
+    successes.append(np.asarray(info["success"], bool).copy())
 
 
 @dataclass(frozen=True)

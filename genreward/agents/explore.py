@@ -16,7 +16,7 @@ from genreward.envs.config import ACTION_DIM
 class RandomExplorer:
     name = "random"
 
-    def act(self, obs: np.ndarray, step: int, rng: np.random.Generator) -> np.ndarray:
+    def act(self, obs: np.ndarray, step: int, rng: np.random.Generator, envs=None) -> np.ndarray:
         return rng.uniform(-1.0, 1.0, size=(len(obs), ACTION_DIM)).astype(np.float32)
 
     def update(self, buffer: TransitionBuffer, step: int, rng: np.random.Generator) -> dict[str, float]:
@@ -47,17 +47,30 @@ class RNDExplorer:
         self._torch = torch
         self.horizon = horizon
         self.noise: ColoredNoise | None = None
+        self._round_start = 0
         self.t = 0  # this agent's own step clock (seed steps, noise schedule), not the collector's
 
     def reset(self, n: int, rng: np.random.Generator) -> None:
         """New episodes start: fresh exploration-noise sequences (β = ``noise_beta``) per env."""
         self.noise = ColoredNoise(self.cfg.noise_beta, n, ACTION_DIM, self.horizon, rng)
+        self._round_start = self.t
 
-    def act(self, obs: np.ndarray, step: int, rng: np.random.Generator) -> np.ndarray:
-        if self.noise is None or self.noise.n != len(obs):
-            self.reset(len(obs), rng)
-        noise = self.noise.sample()
-        t, self.t = self.t, self.t + len(obs)
+    def act(self, obs: np.ndarray, step: int, rng: np.random.Generator, envs=None) -> np.ndarray:
+        """Actions for ``obs``. ``envs`` (index array) says which of the round's envs (see
+        :meth:`reset`) the rows are, when a collector acts for a group of them at a time; the
+        agent's clock is then read as if the round's envs acted one step at a time in env order,
+        so the actions do not depend on which group acts first."""
+        if envs is None:
+            if self.noise is None or self.noise.n != len(obs):
+                self.reset(len(obs), rng)
+            t, self.t = self.t, self.t + len(obs)
+        else:
+            if self.noise is None:
+                raise RuntimeError("RNDExplorer.act(envs=...) needs reset(n, rng) at the start of the round")
+            envs = np.arange(self.noise.n)[envs]
+            t = self._round_start + int(self.noise.steps_taken(envs[:1])[0]) * self.noise.n + int(envs[0])
+            self.t = max(self.t, t + len(envs))
+        noise = self.noise.sample(envs)
         if t < self.cfg.seed_steps:
             return rng.uniform(-1.0, 1.0, size=(len(obs), ACTION_DIM)).astype(np.float32)
         return self.agent.act(obs, t, rng=rng, noise=noise)

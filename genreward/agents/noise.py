@@ -34,7 +34,11 @@ def powerlaw_noise(beta: float, n: int, dims: int, horizon: int, rng: np.random.
 
 class ColoredNoise:
     """Per-env noise process: ``reset()`` at episode start draws fresh sequences; ``sample()``
-    returns the next step's [n, dims] standard-normal-like noise (white after ``horizon``)."""
+    returns the next step's [n, dims] standard-normal-like noise (white after ``horizon``).
+
+    Each env keeps its own step index, so envs that act at different times (a collector stepping
+    its envs in groups) each get their own sequence in order: ``sample(envs)`` returns the rows of
+    ``envs`` only and advances those envs alone."""
 
     def __init__(self, beta: float, n: int, dims: int, horizon: int, rng: np.random.Generator):
         self.beta, self.n, self.dims, self.horizon, self.rng = float(beta), n, dims, horizon, rng
@@ -43,12 +47,21 @@ class ColoredNoise:
     def reset(self, n: int | None = None) -> None:
         self.n = self.n if n is None else n
         self._seq = powerlaw_noise(self.beta, self.n, self.dims, self.horizon, self.rng)
-        self._t = 0
+        self._t = np.zeros(self.n, np.int64)
 
-    def sample(self) -> np.ndarray:
-        if self._t >= self.horizon:
-            out = self.rng.standard_normal((self.n, self.dims))
-        else:
-            out = self._seq[:, self._t]
-        self._t += 1
+    def steps_taken(self, envs: np.ndarray | slice | None = None) -> np.ndarray:
+        """How many samples each of ``envs`` (all: ``None``) has drawn since the last reset."""
+        return self._t[slice(None) if envs is None else envs].copy()
+
+    def sample(self, envs: np.ndarray | slice | None = None) -> np.ndarray:
+        idx = np.arange(self.n)[slice(None) if envs is None else envs]
+        t = self._t[idx]
+        live = t < self.horizon
+        if live.all():
+            out = self._seq[idx, t]
+        else:  # past the horizon: white noise
+            out = np.empty((len(idx), self.dims))
+            out[live] = self._seq[idx[live], t[live]]
+            out[~live] = self.rng.standard_normal((int((~live).sum()), self.dims))
+        self._t[idx] += 1
         return out

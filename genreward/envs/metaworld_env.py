@@ -13,7 +13,7 @@ there; with ``action_repeat = k`` one agent step is k env steps. Meta-World neve
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -86,8 +86,11 @@ class MetaWorldPixelEnv(_gym().Env):
         cfg: EnvConfig | None = None,
         seed: int | None = None,
         render_size: tuple[int, int] | None = None,
+        info_keys: Sequence[str] | None = None,
     ):
-        """``render_size=(height, width)`` overrides the square ``cfg.image_size`` (e.g. for goal videos)."""
+        """``render_size=(height, width)`` overrides the square ``cfg.image_size`` (e.g. for goal
+        videos). ``info_keys`` keeps only those keys of ``info`` (a vector env's workers send every
+        step's info to the main process; a collector that reads ``success`` alone asks for that)."""
         self.task = check_task(task)
         self.cfg = cfg or EnvConfig()
         c = self.cfg
@@ -99,6 +102,7 @@ class MetaWorldPixelEnv(_gym().Env):
         self._episode_success = False
         self._needs_reset = True
         self._seeded_once = False
+        self.info_keys = None if info_keys is None else tuple(info_keys)
 
         self.observation_space, self.action_space = pixel_spaces(c, height, width)
         if seed is not None:
@@ -121,7 +125,7 @@ class MetaWorldPixelEnv(_gym().Env):
         self._t = 0
         self._episode_success = False
         self._needs_reset = False
-        return self._obs(state), dict(info)
+        return self._obs(state), self._info(info)
 
     def step(self, action):
         if self._needs_reset:
@@ -146,7 +150,7 @@ class MetaWorldPixelEnv(_gym().Env):
         self._needs_reset = truncated
         info = dict(info)
         info.update(success=success, episode_success=self._episode_success, env_steps=self._t)
-        return self._obs(state), total, False, truncated, info
+        return self._obs(state), total, False, truncated, self._info(info)
 
     def render(self) -> np.ndarray:
         """The current camera frame, upright, uint8 ``[H, W, 3]``.
@@ -180,6 +184,11 @@ class MetaWorldPixelEnv(_gym().Env):
         self._env.seed(int(seed))
         self._env._freeze_rand_vec = False
         self._seeded_once = True
+
+    def _info(self, info: dict[str, Any]) -> dict[str, Any]:
+        if self.info_keys is None:
+            return dict(info)
+        return {k: info[k] for k in self.info_keys if k in info}
 
     def _obs(self, state: np.ndarray) -> dict[str, np.ndarray]:
         pixels = np.concatenate([f.transpose(2, 0, 1) for f in self._frames], axis=0)

@@ -49,7 +49,7 @@ def _spaces_only_env(cfg: EnvConfig):
     return SpacesOnlyEnv(cfg)
 
 
-def _make(task: str, cfg: EnvConfig, seed: int, parent_pid: int | None = None):
+def _make(task: str, cfg: EnvConfig, seed: int, parent_pid: int | None = None, info_keys=None):
     if parent_pid is not None:
         if os.getpid() == parent_pid:  # AsyncVectorEnv reads the spaces from one env in the parent
             return _spaces_only_env(cfg)
@@ -59,7 +59,7 @@ def _make(task: str, cfg: EnvConfig, seed: int, parent_pid: int | None = None):
         configure_worker()
     from genreward.envs.metaworld_env import MetaWorldPixelEnv
 
-    return MetaWorldPixelEnv(task, cfg, seed)
+    return MetaWorldPixelEnv(task, cfg, seed, info_keys=info_keys)
 
 
 @contextlib.contextmanager
@@ -80,6 +80,26 @@ def worker_environment() -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _task_list(tasks: str | Sequence[str], caller: str) -> list[str]:
+    from genreward.envs import gl
+
+    gl.configure()  # children inherit MUJOCO_GL through the environment
+    task_list = [tasks] if isinstance(tasks, str) else list(tasks)
+    if not task_list:
+        raise ValueError(f"{caller}: no tasks given")
+    for t in task_list:
+        check_task(t)
+    return task_list
+
+
+def _env_fns(task_list, cfg, first: int, count: int, seed: int, parent_pid, info_keys) -> list:
+    """Env ``i`` (``first <= i < first + count``) runs ``task_list[i % len]`` with seed ``seed + i``."""
+    return [
+        partial(_make, task_list[i % len(task_list)], cfg, seed + i, parent_pid, info_keys)
+        for i in range(first, first + count)
+    ]
+
+
 def make_vector_env(
     tasks: str | Sequence[str],
     cfg: EnvConfig,
@@ -87,27 +107,71 @@ def make_vector_env(
     seed: int = 0,
     asynchronous: bool = True,
     context: str = "spawn",
+    info_keys: Sequence[str] | None = None,
+    copy: bool = True,
 ):
     """``num_envs`` envs; env ``i`` runs ``tasks[i % len(tasks)]`` with seed ``seed + i``.
 
     ``spawn`` is the default start method: a forked child must never inherit a live GL context.
     Envs use gymnasium's default autoreset mode (the step after a truncation returns the reset).
+    ``info_keys`` keeps only those keys of each env's info (less to send and batch per step);
+    ``copy=False`` returns observations that the next step overwrites (gymnasium's shared
+    memory), for callers that copy what they keep.
     """
     import gymnasium as gym
 
-    from genreward.envs import gl
-
-    gl.configure()  # children inherit MUJOCO_GL through the environment
-    task_list = [tasks] if isinstance(tasks, str) else list(tasks)
-    if not task_list:
-        raise ValueError("make_vector_env: no tasks given")
-    for t in task_list:
-        check_task(t)
+    task_list = _task_list(tasks, "make_vector_env")
     if num_envs < 1:
         raise ValueError(f"make_vector_env: num_envs must be >= 1, got {num_envs}")
     parent_pid = os.getpid() if asynchronous else None
-    fns = [partial(_make, task_list[i % len(task_list)], cfg, seed + i, parent_pid) for i in range(num_envs)]
+    fns = _env_fns(task_list, cfg, 0, num_envs, seed, parent_pid, info_keys)
     if asynchronous:
         with worker_environment():
-            return gym.vector.AsyncVectorEnv(fns, context=context)
-    return gym.vector.SyncVectorEnv(fns)
+            return gym.vector.AsyncVectorEnv(fns, context=context, copy=copy)
+    return gym.vector.SyncVectorEnv(fns, copy=copy)
+
+
+def make_vector_env_groups(
+    tasks: str | Sequence[str],
+    cfg: EnvConfig,
+    sizes: Sequence[int],
+    seed: int = 0,
+    context: str = "spawn",
+    info_keys: Sequence[str] | None = None,
+    copy: bool = True,
+) -> list:
+    """One asynchronous vector env per entry of ``sizes``, numbered on from one group to the
+    next (env ``i`` over all groups runs ``tasks[i % len(tasks)]`` with seed ``seed + i``), for a
+    collector that steps the groups in turn. The groups start at once: their worker processes
+    start and load in parallel (one after the other, each group's start-up would wait for the
+    previous group's workers to answer). Close them with :func:`close_vector_envs`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import gymnasium as gym
+
+    task_list = _task_list(tasks, "make_vector_env_groups")
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"make_vector_env_groups: every group needs >= 1 env, got sizes {list(sizes)}")
+    firsts = [sum(sizes[:j]) for j in range(len(sizes))]
+    fns = [_env_fns(task_list, cfg, first, n, seed, os.getpid(), info_keys) for first, n in zip(firsts, sizes)]
+    with worker_environment(), ThreadPoolExecutor(len(sizes)) as pool:
+        futures = [pool.submit(gym.vector.AsyncVectorEnv, f, context=context, copy=copy) for f in fns]
+        errors = [fut.exception() for fut in futures]
+    started = [fut.result() for fut, err in zip(futures, errors) if err is None]
+    if len(started) < len(futures):
+        close_vector_envs(started)
+        raise next(err for err in errors if err is not None)
+    return started
+
+
+def close_vector_envs(venvs: Sequence) -> None:
+    """Close several vector envs at once (each waits for its workers to exit)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(venvs) <= 1:
+        for venv in venvs:
+            venv.close()
+        return
+    with ThreadPoolExecutor(len(venvs)) as pool:
+        for fut in [pool.submit(venv.close) for venv in venvs]:
+            fut.result()
