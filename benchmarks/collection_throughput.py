@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,40 @@ def raw_rate(task: str, size: int, steps: int) -> float:
         return time_raw(env, np.random.default_rng(0).uniform(-1, 1, (steps, ACTION_DIM)).astype(np.float32))
     finally:
         env.close()
+
+
+def _raw_in_process(task: str, size: int, steps: int, barrier, out) -> None:
+    from env_throughput import raw_env, time_raw
+
+    from genreward.envs.config import ACTION_DIM
+
+    env = raw_env(task, size, "corner", fast=True)
+    try:
+        env.reset()
+        env.render()  # the GL context exists before the clock starts
+        barrier.wait()  # all processes step at once
+        out.put(time_raw(env, np.random.default_rng(0).uniform(-1, 1, (steps, ACTION_DIM)).astype(np.float32)))
+    finally:
+        env.close()
+
+
+def concurrent_raw_rate(task: str, size: int, steps: int, processes: int) -> float:
+    """Raw step+render in ``processes`` spawned processes at once (the collectors' workers'
+    environment, one render thread each), summed: what the cores give with no collector."""
+    import multiprocessing as mp
+
+    from genreward.envs.vector import worker_environment
+
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(processes), ctx.Queue()
+    with worker_environment():
+        procs = [ctx.Process(target=_raw_in_process, args=(task, size, steps, barrier, out)) for _ in range(processes)]
+        for proc in procs:
+            proc.start()
+    rates = [out.get(timeout=300) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return float(sum(rates))
 
 
 def main() -> None:
@@ -60,7 +95,13 @@ def main() -> None:
     episodes = args.workers * args.episodes_per_worker
     plan = Plan([args.task], episodes)
 
+    def cpu_seconds() -> tuple[float, float]:  # this process's, and its finished children's
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
     def run(which: str):
+        """(stats, wall seconds, main-process CPU seconds, worker CPU seconds) of one collection."""
+        cpu0 = cpu_seconds()
         with tempfile.TemporaryDirectory() as d:
             # the stage's chunking (collect_exploration passes exploration.chunk_rows)
             writer = EpisodeWriter(Path(d) / "bench.zarr", {"bench": 1}, chunk_rows=ExplorationConfig().chunk_rows)
@@ -70,25 +111,32 @@ def main() -> None:
             else:
                 explorer = RandomExplorer()
                 stats = collect(writer, lambda task_id: (explorer, None), plan, env_cfg, args.workers, 0, 1)
-            return stats, time.perf_counter() - t0
+            wall = time.perf_counter() - t0
+        cpu1 = cpu_seconds()  # the workers have exited: their CPU time is counted
+        return stats, wall, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
 
     # Raw rate before, between and after the collectors of each repeat; a collector's baseline is
     # the mean of the raw rates measured just before and just after it (the machine's speed drifts
     # by up to ~25 % between measurements a minute apart on a shared 2-core VM).
-    rows = []
+    rows, cpu = [], {"policy_free": [], "lock_step": []}
     for r in range(args.repeats):
         raw = [raw_rate(args.task, args.size, 512)]
         row = {}
         for which in ("policy_free", "lock_step"):
-            stats, wall = run(which)
+            stats, wall, main_cpu, worker_cpu = run(which)
             raw.append(raw_rate(args.task, args.size, 512))
             ideal = args.workers * float(np.mean(raw[-2:]))
             row[which] = (stats.env_steps / wall / ideal, stats.env_steps / stats.seconds_env / ideal, wall)
+            cpu[which].append((main_cpu, worker_cpu, (main_cpu + worker_cpu) / wall, stats.env_steps))
+        both = concurrent_raw_rate(args.task, args.size, 512, args.workers)
+        row["concurrent_raw"] = both / (args.workers * float(np.mean(raw[-2:])))
+        row["lock_vs_concurrent"] = row["lock_step"][0] * args.workers * float(np.mean(raw[-2:])) / both
         rows.append(row)
         print(
             f"repeat {r + 1}: raw {' / '.join(f'{x:.1f}' for x in raw)} steps/s; policy-free ratio "
             f"{row['policy_free'][0]:.3f} ({row['policy_free'][2]:.2f} s); lock-step ratio {row['lock_step'][0]:.3f} "
-            f"({row['lock_step'][2]:.2f} s; resets + steps only {row['lock_step'][1]:.3f})",
+            f"({row['lock_step'][2]:.2f} s; resets + steps only {row['lock_step'][1]:.3f}); raw in "
+            f"{args.workers} processes at once {row['concurrent_raw']:.3f} of {args.workers} x single",
             flush=True,
         )
     print(f"{args.task}, {args.size}px, {args.workers} workers, {episodes} episodes x 256 steps (incl. env start-up)")
@@ -101,6 +149,19 @@ def main() -> None:
     # Without the fixed costs (worker start-up, first GL context, Zarr writes, shut-down):
     # resets and steps only, i.e. the rate a long lock-step collection approaches.
     print(f"lock-step, resets + steps only: {np.median([row['lock_step'][1] for row in rows]):.3f}")
+    print(
+        f"raw step+render in {args.workers} processes at once, no collector: "
+        f"{np.median([row['concurrent_raw'] for row in rows]):.3f} of {args.workers} x single-process raw; "
+        f"the lock-step collector reaches {np.median([row['lock_vs_concurrent'] for row in rows]):.3f} of it"
+    )
+    # Where the lock-step collector's time goes beyond the policy-free one's: CPU of the main
+    # process and of the env workers per env step, and how many of the cores were busy.
+    for which in ("policy_free", "lock_step"):
+        c = np.array(cpu[which])
+        print(
+            f"{which}: CPU per env step, main process {1e3 * np.median(c[:, 0] / c[:, 3]):.3f} ms, workers "
+            f"{1e3 * np.median(c[:, 1] / c[:, 3]):.3f} ms; cores busy {np.median(c[:, 2]):.2f} of {args.workers}"
+        )
 
 
 if __name__ == "__main__":

@@ -187,6 +187,7 @@ def _round(venvs: list, first: list[dict], act, update, due: list[int], env_cfg:
     obs = list(first)
     t_next = [0] * len(venvs)
     in_flight: set[int] = set()
+    ready: set = set()  # pipes of in-flight groups whose answer has arrived
     barriers = iter(sorted(set(due) | {steps - 1}))
     barrier = next(barriers)  # no group acts past this step until it is passed
     seconds_update = 0.0
@@ -205,13 +206,13 @@ def _round(venvs: list, first: list[dict], act, update, due: list[int], env_cfg:
                 break
             barrier = next(barriers)
             continue
-        back = [gi for gi in sorted(in_flight) if all(p.poll() for p in venvs[gi].parent_pipes)]
-        if not back:
-            wait([p for gi in in_flight for p in venvs[gi].parent_pipes if not p.poll()])
-            continue
-        for gi in back:
-            _receive(venvs[gi], record[gi], obs, gi)
-            in_flight.discard(gi)
+        # one wait for whichever step comes back first (a group is back when all its envs are)
+        ready.update(wait([p for gi in in_flight for p in venvs[gi].parent_pipes if p not in ready]))
+        for gi in sorted(in_flight):
+            if ready.issuperset(venvs[gi].parent_pipes):
+                ready.difference_update(venvs[gi].parent_pipes)
+                _receive(venvs[gi], record[gi], obs, gi)
+                in_flight.discard(gi)
     for gi in sorted(in_flight):
         _receive(venvs[gi], record[gi], obs, gi)
     return record, seconds_update
