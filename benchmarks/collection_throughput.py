@@ -5,7 +5,7 @@ uniform-random policy so that agent updates do not enter the comparison; the col
 includes worker start-up and shut-down, IPC, frame stacking and the Zarr episode writes. The
 policy-free collector (random and scripted-expert episodes, each worker running whole episodes)
 and the lock-step collector (an agent in the main process acting on every step, RND; its envs
-in two groups stepped in turn, acting for one group while the other steps) are both held to
+in two groups, acting for one group while the other steps) are both held to
 it; the lock-step collector's rate of resets and steps alone is printed too. Each repeat
 measures the raw rate before, between and after the two collectors; a collector's baseline is
 the mean of the raw rates just before and after it, and the medians over the repeats are the

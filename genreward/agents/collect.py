@@ -5,9 +5,10 @@ and both giving episode ``k`` of the dataset the env seed ``seed + k``, so a kil
 run collects the same episodes it would have collected without the kill:
 
 - :func:`collect`, for explorers that act from pixels and learn (RND): envs run in worker
-  processes (gymnasium AsyncVectorEnv, one renderer each) in lock-step with the agent in the
-  main process. All Meta-World episodes last exactly ``episode_length`` steps, so a round resets
-  every env, steps them together, and appends the finished episodes one by one.
+  processes (gymnasium AsyncVectorEnv, one renderer each), in two groups that each get their
+  next action from the agent in the main process as soon as their step is back. All Meta-World
+  episodes last exactly ``episode_length`` steps, so a round resets every env, steps them to the
+  end, and appends the finished episodes one by one.
 - :func:`collect_policy_free`, for uniform-random (and scripted-expert) episodes: each worker
   process runs whole episodes on its own, with no per-step exchange with the main process and
   no waiting for the slowest env of a round; the main process only writes the episodes, in

@@ -142,7 +142,7 @@ def make_vector_env_groups(
 ) -> list:
     """One asynchronous vector env per entry of ``sizes``, numbered on from one group to the
     next (env ``i`` over all groups runs ``tasks[i % len(tasks)]`` with seed ``seed + i``), for a
-    collector that steps the groups in turn. The groups start at once: their worker processes
+    collector that acts for one group while another steps. The groups start at once: their worker processes
     start and load in parallel (one after the other, each group's start-up would wait for the
     previous group's workers to answer). Close them with :func:`close_vector_envs`."""
     from concurrent.futures import ThreadPoolExecutor
