@@ -51,7 +51,7 @@ def _raw_in_process(task: str, size: int, steps: int, barrier, out) -> None:
     try:
         env.reset()
         env.render()  # the GL context exists before the clock starts
-        barrier.wait()  # all processes step at once
+        barrier.wait(timeout=300)  # all processes step at once (a sibling that failed breaks it)
         out.put(time_raw(env, np.random.default_rng(0).uniform(-1, 1, (steps, ACTION_DIM)).astype(np.float32)))
     finally:
         env.close()
@@ -67,7 +67,10 @@ def concurrent_raw_rate(task: str, size: int, steps: int, processes: int) -> flo
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(processes), ctx.Queue()
     with worker_environment():
-        procs = [ctx.Process(target=_raw_in_process, args=(task, size, steps, barrier, out)) for _ in range(processes)]
+        procs = [
+            ctx.Process(target=_raw_in_process, args=(task, size, steps, barrier, out), daemon=True)
+            for _ in range(processes)
+        ]
         for proc in procs:
             proc.start()
     rates = [out.get(timeout=300) for _ in procs]

@@ -339,22 +339,24 @@ def test_stage_writes_datasets_plots_and_metrics_without_task_reward(tmp_path):
     )
 
 
-def test_lock_step_collector_acts_per_group_as_steps_come_back_with_data_independent_of_timing(tmp_path):
-    import random
-
-    from genreward.agents.collect import Plan, collect, collect_policy_free
+@pytest.mark.parametrize("num_envs, episodes", [(2, 3), (3, 4)])
+def test_lock_step_collector_acts_per_group_as_steps_come_back_with_data_independent_of_timing(
+    tmp_path, num_envs, episodes
+):
+    from genreward.agents.collect import Plan, collect, collect_policy_free, env_groups
     from genreward.envs import EnvConfig
 
-    class Recording:  # uniform actions; remembers which envs each call acted for and what it returned
-        def __init__(self, jitter: float):
-            self.calls, self.returned, self.round, self.jitter = [], {}, 0, jitter
+    class Recording:  # uniform actions; remembers the calls, and what it returned for each env
+        def __init__(self, slow_env: int):
+            self.calls, self.returned, self.round, self.slow_env = [], {}, 0, slow_env
 
         def reset(self, n, rng):
             self.calls.append(("reset", n))
             self.round += 1
 
         def act(self, obs, step, rng, envs=None):
-            time.sleep(random.uniform(0, self.jitter))  # a slow agent now and then: another call order
+            if self.slow_env in envs:  # this group's agent is slow: the other group acts first
+                time.sleep(0.003)
             a = rng.uniform(-1, 1, (len(obs), ACTION_DIM)).astype(np.float32)
             self.calls.append(tuple(int(e) for e in envs))
             for row, e in enumerate(envs):
@@ -362,32 +364,52 @@ def test_lock_step_collector_acts_per_group_as_steps_come_back_with_data_indepen
             return a
 
         def update(self, buffer, step, rng):
-            return {}
+            self.calls.append(("update",))
+            return {"loss": 0.0}
+
+    class Buffer:  # never sampled by Recording: lets the collector schedule updates
+        n = 1
+
+        def add(self, ep):
+            pass
 
     env_cfg = EnvConfig(image_size=32, episode_length=40)
-    plan = Plan(["reach-v3"], episodes_per_task=3)
+    steps = env_cfg.agent_steps
+    plan = Plan(["reach-v3"], episodes_per_task=episodes)
+    groups = [tuple(int(e) for e in g) for g in env_groups(num_envs)]
     data, explorers = [], []
-    for run, jitter in enumerate((0.0, 0.01)):
+    for run, slow_env in enumerate((0, num_envs - 1)):  # first one group slow, then the other
         w = EpisodeWriter(tmp_path / f"l{run}.zarr", {"run": run}, chunk_rows=21)
-        explorer = Recording(jitter)
-        stats = collect(w, lambda task_id: (explorer, None), plan, env_cfg, 2, seed=5, update_every=1)
+        explorer = Recording(slow_env)
+        stats = collect(w, lambda task_id: (explorer, Buffer()), plan, env_cfg, num_envs, seed=5, update_every=4)
         w.finish({})
         data.append(ExplorationDataset(tmp_path / f"l{run}.zarr"))
         explorers.append(explorer)
-        # two rounds: both envs, then the third episode alone (the idle env's group is not stepped)
-        assert stats.episodes == 3 and stats.env_steps == 3 * 40
-    steps = env_cfg.agent_steps
+        # two rounds: every env, then one episode, whose group alone steps (with its padding env)
+        assert stats.episodes == episodes and stats.env_steps == (num_envs + len(groups[0])) * 40
+        assert stats.updates == 2 * steps // 4
+    assert explorers[0].calls != explorers[1].calls  # the groups acted in another order
     for explorer in explorers:
-        calls = explorer.calls
-        assert calls[0] == ("reset", 2) and calls[2 * steps + 1] == ("reset", 1) and len(calls) == 3 * steps + 2
-        assert sorted(calls[1 : 2 * steps + 1]) == [(0,)] * steps + [(1,)] * steps
-        assert calls[2 * steps + 2 :] == [(0,)] * steps
+        rounds, current = [], None
+        for call in explorer.calls:
+            if call[0] == "reset":
+                current = {"m": call[1], "acts": [], "counts": {}}
+                rounds.append(current)
+            elif call[0] == "update":  # every group has acted for the same steps, a multiple of 4
+                assert len(set(current["counts"].values())) == 1 and next(iter(current["counts"].values())) % 4 == 0
+            else:
+                current["acts"].append(call)
+                current["counts"][call] = current["counts"].get(call, 0) + 1
+        assert [r["m"] for r in rounds] == [num_envs, len(groups[0])]
+        assert sorted(rounds[0]["acts"]) == sorted([g for g in groups] * steps)
+        assert rounds[1]["acts"] == [groups[0]] * steps
     for name in ("obs", "state", "action", "success"):  # whatever order the groups acted in
         np.testing.assert_array_equal(data[0].array(name), data[1].array(name))
     action, episode = data[0].array("action"), data[0].array("episode")
     valid = data[0].array("valid")
-    for k, (rnd, env) in enumerate([(1, 0), (1, 1), (2, 0)]):  # episode k was env `env` of round `rnd`
-        np.testing.assert_array_equal(action[(episode == k) & valid], np.stack(explorers[0].returned[(rnd, env)]))
+    for k in range(episodes):  # episode k was env k % num_envs of round k // num_envs + 1
+        returned = np.stack(explorers[0].returned[(k // num_envs + 1, k % num_envs)])
+        np.testing.assert_array_equal(action[(episode == k) & valid], returned)
     # episode k starts from env seed seed + k, as in the policy-free collector
     w = EpisodeWriter(tmp_path / "free.zarr", {}, chunk_rows=21)
     collect_policy_free(w, plan, env_cfg, 1, seed=5)
@@ -399,8 +421,6 @@ def test_lock_step_collector_acts_per_group_as_steps_come_back_with_data_indepen
 
 
 def test_rnd_collection_with_two_env_groups_is_the_same_whatever_the_timing(tmp_path):
-    import random
-
     from genreward.agents.collect import Plan, collect
     from genreward.agents.config import ExplorationConfig
     from genreward.agents.explore import RNDExplorer
@@ -410,15 +430,17 @@ def test_rnd_collection_with_two_env_groups_is_the_same_whatever_the_timing(tmp_
     # random actions for the first 16 agent steps, then the actor; updates every 4 collector steps
     ex = ExplorationConfig(seed_steps=16, batch_size=8)
     plan = Plan(["reach-v3"], episodes_per_task=4)
-    runs = []
-    for run, jitter in enumerate((0.0, 0.01)):
+    runs, orders = [], []
+    for run in range(2):
         explorer = RNDExplorer((9, 32, 32), ex, 3, seed=0, horizon=env_cfg.agent_steps)
         buffer = TransitionBuffer(4 * 25, (3, 32, 32), STATE_DIM, ACTION_DIM)
-        act = explorer.act
+        act, order = explorer.act, []
 
-        def slow_act(*args, act=act, jitter=jitter, **kwargs):
-            time.sleep(random.uniform(0, jitter))
-            return act(*args, **kwargs)
+        def slow_act(obs, step, rng, envs=None, act=act, order=order, slow=run):
+            if int(envs[0]) == slow:  # env `run`'s group is slow: the other group acts first
+                time.sleep(0.003)
+            order.append(int(envs[0]))
+            return act(obs, step, rng, envs=envs)
 
         explorer.act = slow_act
         w = EpisodeWriter(tmp_path / f"r{run}.zarr", {"run": run}, chunk_rows=25)
@@ -426,6 +448,8 @@ def test_rnd_collection_with_two_env_groups_is_the_same_whatever_the_timing(tmp_
         w.finish({})
         assert stats.updates == 24 // 4 and explorer.t == 4 * 24  # the second round learns; the clock counts all
         runs.append(ExplorationDataset(tmp_path / f"r{run}.zarr"))
+        orders.append(order)
+    assert orders[0] != orders[1]
     for name in ("obs", "state", "action"):
         np.testing.assert_array_equal(runs[0].array(name), runs[1].array(name))
     late = runs[0].array("action")[runs[0].array("episode") >= 2]  # the actor's, after the seed steps
@@ -441,9 +465,12 @@ def test_coloured_noise_of_envs_that_act_in_turn_is_each_envs_own_sequence():
         np.testing.assert_array_equal(
             whole.sample(), np.concatenate([split.sample(np.array([0])), split.sample(np.array([1, 2]))])
         )
-    np.testing.assert_array_equal(split._t, [8, 8, 8])
-    assert split.sample(np.array([1])).shape == (1, 4)  # past the horizon: white noise, per env
-    np.testing.assert_array_equal(split._t, [8, 9, 8])
+    np.testing.assert_array_equal(split.steps_taken(), [8, 8, 8])
+    # past the horizon: white noise from each env's own generator, whatever the call order
+    late_split = [split.sample(np.array([2])), split.sample(np.array([0, 1]))]
+    late_whole = whole.sample()
+    np.testing.assert_array_equal(np.concatenate([late_split[1], late_split[0]]), late_whole)
+    np.testing.assert_array_equal(split.steps_taken(), [9, 9, 9])
 
 
 def test_coloured_noise_is_unit_power_and_drifts_further_than_white():
@@ -513,3 +540,38 @@ def test_rnd_agent_per_task_and_resume_refill(tmp_path, per_task):
         assert b1.n == 7 and b1.obs[0, 0, 0, 0] == 30 and e1.t == 6
     else:
         assert e1 is e0 and b1 is b0 and b1.n == 4 * 7 and e1.t == 4 * 6
+
+
+def test_lock_step_collector_stops_with_an_error_when_an_env_worker_dies(tmp_path):
+    import multiprocessing as mp
+
+    from genreward.agents.collect import Plan, collect
+    from genreward.envs import EnvConfig
+
+    class KillsAWorker:
+        calls = 0
+
+        def act(self, obs, step, rng, envs=None):
+            self.calls += 1
+            if self.calls == 5:  # an env worker dies mid-round (killed, e.g. out of memory)
+                os.kill(mp.active_children()[0].pid, signal.SIGKILL)
+            return rng.uniform(-1, 1, (len(obs), ACTION_DIM)).astype(np.float32)
+
+        def update(self, buffer, step, rng):
+            return {}
+
+    def too_slow(signum, frame):
+        raise TimeoutError("the collector hung after a worker died")
+
+    explorer = KillsAWorker()
+    w = EpisodeWriter(tmp_path / "d.zarr", {}, chunk_rows=21)
+    before = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(120)
+    try:
+        with pytest.raises(Exception) as err:
+            collect(w, lambda task_id: (explorer, None), Plan(["reach-v3"], 2), EnvConfig(image_size=32), 2, 0, 1)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+    assert not isinstance(err.value, TimeoutError), err.value
+    assert w.committed_episodes == 0 and not mp.active_children()

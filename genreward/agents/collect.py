@@ -66,6 +66,8 @@ def env_groups(num_envs: int) -> list[np.ndarray]:
     """The lock-step collector's env groups: two (one when ``num_envs`` is 1), contiguous and in
     order; each is stepped as soon as its previous step is back, so that acting for one overlaps
     the other's stepping."""
+    if num_envs < 1:
+        raise ValueError(f"the lock-step collector needs >= 1 env, got {num_envs}")
     return [g for g in np.array_split(np.arange(num_envs), min(2, num_envs))]
 
 
@@ -167,8 +169,10 @@ def collect(
                     k += 1
                     if progress is not None:
                         progress(1)
-        finally:
-            close_vector_envs(venvs)
+        except BaseException:
+            close_vector_envs(venvs, terminate=True)  # a failed or dead worker: do not wait for it
+            raise
+        close_vector_envs(venvs)
     return stats
 
 

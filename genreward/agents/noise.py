@@ -48,6 +48,7 @@ class ColoredNoise:
         self.n = self.n if n is None else n
         self._seq = powerlaw_noise(self.beta, self.n, self.dims, self.horizon, self.rng)
         self._t = np.zeros(self.n, np.int64)
+        self._tails: list[np.random.Generator] | None = None  # per env, past the horizon
 
     def steps_taken(self, envs: np.ndarray | slice | None = None) -> np.ndarray:
         """How many samples each of ``envs`` (all: ``None``) has drawn since the last reset."""
@@ -59,9 +60,12 @@ class ColoredNoise:
         live = t < self.horizon
         if live.all():
             out = self._seq[idx, t]
-        else:  # past the horizon: white noise
+        else:  # past the horizon: white noise, from each env's own generator (any call order)
+            if self._tails is None:
+                self._tails = self.rng.spawn(self.n)
             out = np.empty((len(idx), self.dims))
             out[live] = self._seq[idx[live], t[live]]
-            out[~live] = self.rng.standard_normal((int((~live).sum()), self.dims))
+            for row in np.flatnonzero(~live):
+                out[row] = self._tails[idx[row]].standard_normal(self.dims)
         self._t[idx] += 1
         return out

@@ -154,24 +154,44 @@ def make_vector_env_groups(
         raise ValueError(f"make_vector_env_groups: every group needs >= 1 env, got sizes {list(sizes)}")
     firsts = [sum(sizes[:j]) for j in range(len(sizes))]
     fns = [_env_fns(task_list, cfg, first, n, seed, os.getpid(), info_keys) for first, n in zip(firsts, sizes)]
-    with worker_environment(), ThreadPoolExecutor(len(sizes)) as pool:
+    from gymnasium.vector.utils import clear_mpi_env_vars
+
+    # Each AsyncVectorEnv removes and restores the MPI variables (OMPI_*, PMI_*, set under srun)
+    # around its process starts; removed here first, the threads find none to change.
+    with worker_environment(), clear_mpi_env_vars(), ThreadPoolExecutor(len(sizes)) as pool:
         futures = [pool.submit(gym.vector.AsyncVectorEnv, f, context=context, copy=copy) for f in fns]
         errors = [fut.exception() for fut in futures]
     started = [fut.result() for fut, err in zip(futures, errors) if err is None]
     if len(started) < len(futures):
-        close_vector_envs(started)
+        close_vector_envs(started, terminate=True)
         raise next(err for err in errors if err is not None)
     return started
 
 
-def close_vector_envs(venvs: Sequence) -> None:
-    """Close several vector envs at once (each waits for its workers to exit)."""
+def close_vector_envs(venvs: Sequence, terminate: bool = False) -> None:
+    """Close several vector envs at once (each waits for its workers to exit). ``terminate``
+    (after an error, e.g. a worker that died mid-step): end the workers without waiting for
+    them; errors while doing so are logged, not raised, so they do not hide the first one."""
+    import logging
     from concurrent.futures import ThreadPoolExecutor
+
+    def close(venv) -> None:
+        if not terminate:
+            venv.close()
+            return
+        try:
+            venv.close(terminate=True)
+        except Exception as err:  # e.g. the pipe of a dead worker; the error being handled is the one to report
+            logging.getLogger(__name__).warning("closing a vector env after an error: %r", err)
+            for proc in getattr(venv, "processes", ()):
+                if proc.is_alive():
+                    proc.terminate()
+            venv.closed = True  # its workers are gone: nothing for a later close() to wait for
 
     if len(venvs) <= 1:
         for venv in venvs:
-            venv.close()
+            close(venv)
         return
     with ThreadPoolExecutor(len(venvs)) as pool:
-        for fut in [pool.submit(venv.close) for venv in venvs]:
+        for fut in [pool.submit(close, venv) for venv in venvs]:
             fut.result()
