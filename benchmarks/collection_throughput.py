@@ -30,31 +30,27 @@ from pathlib import Path
 import numpy as np
 
 
-def raw_rate(task: str, size: int, steps: int) -> float:
+def raw_rate(task: str, size: int, steps: int, before_timing=None) -> float:
+    """Single-process raw step+render rate; ``before_timing()`` is called once the env and its GL
+    context exist, just before the clock starts."""
     from env_throughput import raw_env, time_raw  # same directory: the one raw baseline
 
     from genreward.envs.config import ACTION_DIM
 
     env = raw_env(task, size, "corner", fast=True)
     try:
+        if before_timing is not None:
+            env.reset()
+            env.render()  # the GL context exists before the clock starts
+            before_timing()
         return time_raw(env, np.random.default_rng(0).uniform(-1, 1, (steps, ACTION_DIM)).astype(np.float32))
     finally:
         env.close()
 
 
 def _raw_in_process(task: str, size: int, steps: int, barrier, out) -> None:
-    from env_throughput import raw_env, time_raw
-
-    from genreward.envs.config import ACTION_DIM
-
-    env = raw_env(task, size, "corner", fast=True)
-    try:
-        env.reset()
-        env.render()  # the GL context exists before the clock starts
-        barrier.wait(timeout=300)  # all processes step at once (a sibling that failed breaks it)
-        out.put(time_raw(env, np.random.default_rng(0).uniform(-1, 1, (steps, ACTION_DIM)).astype(np.float32)))
-    finally:
-        env.close()
+    # all processes step at once (a sibling that failed breaks the barrier)
+    out.put(raw_rate(task, size, steps, before_timing=lambda: barrier.wait(timeout=300)))
 
 
 def concurrent_raw_rate(task: str, size: int, steps: int, processes: int) -> float:

@@ -135,6 +135,7 @@ def collect(
                 first = [venv.reset_wait()[0] for _, venv in active]
                 if hasattr(explorer, "reset"):
                     explorer.reset(m, rng)
+                group_rngs = [np.random.default_rng([seed, k, int(g[0])]) for g, _ in active]
 
                 def act(gi: int, o: dict, t: int) -> np.ndarray:
                     g = active[gi][0]
@@ -150,7 +151,6 @@ def collect(
                     stats.updates += bool(stats.last_metrics)
                     return time.perf_counter() - t1
 
-                group_rngs = [np.random.default_rng([seed, k, int(g[0])]) for g, _ in active]
                 due = []
                 if buffer is not None and buffer.n > 0:  # after step t, as the collector's clock passes a multiple
                     due = [t for t in range(env_cfg.agent_steps) if (step_count + (t + 1) * n) % (update_every * n) < n]

@@ -60,16 +60,15 @@ class RNDExplorer:
         :meth:`reset`) the rows are, when a collector acts for a group of them at a time; the
         agent's clock is then read as if the round's envs acted one step at a time in env order,
         so the actions do not depend on which group acts first."""
-        if envs is None:
+        if envs is None:  # every env of the round at once
             if self.noise is None or self.noise.n != len(obs):
                 self.reset(len(obs), rng)
-            t, self.t = self.t, self.t + len(obs)
-        else:
-            if self.noise is None:
-                raise RuntimeError("RNDExplorer.act(envs=...) needs reset(n, rng) at the start of the round")
-            envs = np.arange(self.noise.n)[envs]
-            t = self._round_start + int(self.noise.steps_taken(envs[:1])[0]) * self.noise.n + int(envs[0])
-            self.t = max(self.t, t + len(envs))
+            envs = np.arange(len(obs))
+        elif self.noise is None:
+            raise RuntimeError("RNDExplorer.act(envs=...) needs reset(n, rng) at the start of the round")
+        envs = np.arange(self.noise.n)[envs]
+        t = self._round_start + int(self.noise.steps_taken(envs[:1])[0]) * self.noise.n + int(envs[0])
+        self.t = max(self.t, t + len(envs))
         noise = self.noise.sample(envs)
         if t < self.cfg.seed_steps:
             return rng.uniform(-1.0, 1.0, size=(len(obs), ACTION_DIM)).astype(np.float32)

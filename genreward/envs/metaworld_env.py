@@ -125,7 +125,7 @@ class MetaWorldPixelEnv(_gym().Env):
         self._t = 0
         self._episode_success = False
         self._needs_reset = False
-        return self._obs(state), self._info(info)
+        return self._obs(state), self._info(dict(info))
 
     def step(self, action):
         if self._needs_reset:
@@ -186,8 +186,9 @@ class MetaWorldPixelEnv(_gym().Env):
         self._seeded_once = True
 
     def _info(self, info: dict[str, Any]) -> dict[str, Any]:
+        """``info`` (this env's own dict), or only its ``info_keys``."""
         if self.info_keys is None:
-            return dict(info)
+            return info
         return {k: info[k] for k in self.info_keys if k in info}
 
     def _obs(self, state: np.ndarray) -> dict[str, np.ndarray]:

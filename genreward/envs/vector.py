@@ -148,14 +148,13 @@ def make_vector_env_groups(
     from concurrent.futures import ThreadPoolExecutor
 
     import gymnasium as gym
+    from gymnasium.vector.utils import clear_mpi_env_vars
 
     task_list = _task_list(tasks, "make_vector_env_groups")
     if not sizes or min(sizes) < 1:
         raise ValueError(f"make_vector_env_groups: every group needs >= 1 env, got sizes {list(sizes)}")
     firsts = [sum(sizes[:j]) for j in range(len(sizes))]
     fns = [_env_fns(task_list, cfg, first, n, seed, os.getpid(), info_keys) for first, n in zip(firsts, sizes)]
-    from gymnasium.vector.utils import clear_mpi_env_vars
-
     # Each AsyncVectorEnv removes and restores the MPI variables (OMPI_*, PMI_*, set under srun)
     # around its process starts; removed here first, the threads find none to change.
     with worker_environment(), clear_mpi_env_vars(), ThreadPoolExecutor(len(sizes)) as pool:
