@@ -7,9 +7,9 @@ policy-free collector (random and scripted-expert episodes, each worker running 
 and the lock-step collector (an agent in the main process acting on every step, RND; its envs
 in two groups, acting for one group while the other steps) are both held to
 it; the lock-step collector's rate of resets and steps alone is printed too. Each repeat
-measures the raw rate before, between and after the two collectors; a collector's baseline is
-the mean of the raw rates just before and after it, and the medians over the repeats are the
-result.
+measures the raw rate before, between and after the two collectors (which take turns going
+first); a collector's baseline is the mean of the raw rates just before and after it, and the
+medians over the repeats are the result.
 
     python benchmarks/collection_throughput.py [--workers 2] [--episodes-per-worker 8] [--size 64] [--repeats 3]
 
@@ -121,18 +121,20 @@ def main() -> None:
     for r in range(args.repeats):
         raw = [raw_rate(args.task, args.size, 512)]
         row = {}
-        for which in ("policy_free", "lock_step"):
+        # the collectors take turns going first (the machine's speed drifts within a repeat)
+        for which in ("policy_free", "lock_step")[:: 1 if r % 2 == 0 else -1]:
             stats, wall, main_cpu, worker_cpu = run(which)
             raw.append(raw_rate(args.task, args.size, 512))
             ideal = args.workers * float(np.mean(raw[-2:]))
-            row[which] = (stats.env_steps / wall / ideal, stats.env_steps / stats.seconds_env / ideal, wall)
+            row[which] = (stats.env_steps / wall / ideal, stats.env_steps / stats.seconds_env / ideal, wall, ideal)
             cpu[which].append((main_cpu, worker_cpu, (main_cpu + worker_cpu) / wall, stats.env_steps))
         both = concurrent_raw_rate(args.task, args.size, 512, args.workers)
         row["concurrent_raw"] = both / (args.workers * float(np.mean(raw[-2:])))
-        row["lock_vs_concurrent"] = row["lock_step"][0] * args.workers * float(np.mean(raw[-2:])) / both
+        row["lock_vs_concurrent"] = row["lock_step"][0] * row["lock_step"][3] / both  # its rate / both
         rows.append(row)
         print(
-            f"repeat {r + 1}: raw {' / '.join(f'{x:.1f}' for x in raw)} steps/s; policy-free ratio "
+            f"repeat {r + 1} ({'policy-free' if r % 2 == 0 else 'lock-step'} first): raw "
+            f"{' / '.join(f'{x:.1f}' for x in raw)} steps/s; policy-free ratio "
             f"{row['policy_free'][0]:.3f} ({row['policy_free'][2]:.2f} s); lock-step ratio {row['lock_step'][0]:.3f} "
             f"({row['lock_step'][2]:.2f} s; resets + steps only {row['lock_step'][1]:.3f}); raw in "
             f"{args.workers} processes at once {row['concurrent_raw']:.3f} of {args.workers} x single",

@@ -215,28 +215,84 @@ def test_vector_env_collects_in_parallel():
         venv.close()
 
 
-def test_vector_env_groups_number_their_envs_on_and_send_only_the_info_asked_for():
-    from genreward.envs.vector import close_vector_envs, make_vector_env, make_vector_env_groups
+def test_vector_env_sends_only_the_info_asked_for():
+    from genreward.envs.vector import make_vector_env
 
     cfg = EnvConfig(image_size=32, episode_length=20)
-    tasks = ["reach-v3", "push-v3", "pick-place-v3"]
-    groups = make_vector_env_groups(tasks, cfg, [2, 1], seed=3, info_keys=("success",), copy=False)
-    whole = make_vector_env(tasks, cfg, num_envs=3, seed=3)
+    lean = make_vector_env("reach-v3", cfg, num_envs=1, seed=3, info_keys=("success",), copy=False)
     try:
-        assert [g.num_envs for g in groups] == [2, 1]
-        assert groups[0].get_attr("task") + groups[1].get_attr("task") == tuple(tasks)
-        first = [g.reset()[0]["state"].copy() for g in groups]  # no reset seed: the envs' own (3, 4, 5)
-        np.testing.assert_array_equal(np.concatenate(first), whole.reset()[0]["state"])
-        _, _, _, _, info = groups[1].step(np.zeros((1, 4), np.float32))
+        lean.reset()
+        _, _, _, _, info = lean.step(np.zeros((1, 4), np.float32))
         assert set(k for k in info if not k.startswith("_")) == {"success"}
-        _, _, _, _, info = whole.step(np.zeros((3, 4), np.float32))
-        assert {"success", "episode_success", "near_object"} <= set(info)
     finally:
-        close_vector_envs(groups)
-        whole.close()
-    assert all(g.closed for g in groups)
-    with pytest.raises(ValueError, match="every group needs >= 1 env"):
-        make_vector_env_groups(tasks, cfg, [2, 0])
+        lean.close()
+
+
+def test_env_pool_steps_its_envs_in_workers_as_the_env_steps_in_process():
+    """Three envs on two workers (env 0 and 2 share a process), commands out of env order: each
+    env's newest frame, state and success equal an in-process env's with the same seeds."""
+    from genreward.envs.metaworld_env import MetaWorldPixelEnv
+    from genreward.envs.pool import EnvPool, EnvWorkerError
+    from genreward.envs.probes import probe_env_config
+
+    cfg = EnvConfig(image_size=32, episode_length=6)
+    ref = [MetaWorldPixelEnv("reach-v3", probe_env_config(cfg), 3 + i) for i in range(3)]
+    rng = np.random.default_rng(0)
+    try:
+        with EnvPool("reach-v3", cfg, num_envs=3, num_workers=2, seed=3) as pool:
+            assert [pool.worker_of(i) for i in range(3)] == [0, 1, 0]
+            assert len({p.pid for p in pool._procs}) == 2
+
+            def check(envs, results):
+                back = []
+                while len(back) < len(envs):
+                    back += pool.wait()
+                assert sorted(back) == sorted(envs)
+                for i, (obs, success) in zip(envs, results):
+                    np.testing.assert_array_equal(pool.frames[i], obs["pixels"])
+                    np.testing.assert_array_equal(pool.states[i], obs["state"])
+                    assert pool.successes[i] == success
+
+            pool.reset([2, 0, 1], [12, 10, 11])
+            check([2, 0, 1], [(ref[i].reset(seed=10 + i)[0], False) for i in (2, 0, 1)])
+            assert pool.frames.shape == (3, 3, 32, 32) and pool.frames[0].std() > 0
+            assert not np.array_equal(pool.states[0], pool.states[1])
+            for _ in range(cfg.agent_steps):
+                order = [int(i) for i in rng.permutation(3)]
+                actions = rng.uniform(-1, 1, (3, 4)).astype(np.float32)
+                pool.step(order, actions)
+                expect = []
+                for i, a in zip(order, actions):
+                    obs, _, _, _, info = ref[i].step(a)
+                    expect.append((obs, info["success"]))
+                check(order, expect)
+            pool.step([1], np.zeros((1, 4), np.float32))  # past the end of its episode: the worker's error
+            with pytest.raises(EnvWorkerError) as err:
+                while True:
+                    pool.wait(timeout=60)
+            assert str(err.value).startswith("env worker 1 (reach-v3) failed stepping env 1: EpisodeOver: reach-v3: ")
+            assert "\n" not in str(err.value) and "in _worker" in err.value.__notes__[0]
+        assert pool.closed and not any(p.is_alive() for p in pool._procs)
+    finally:
+        for env in ref:
+            env.close()
+    with pytest.raises(ValueError, match="num_workers <= num_envs"):
+        EnvPool("reach-v3", cfg, num_envs=1, num_workers=2)
+
+
+def test_env_pool_reports_a_worker_that_died():
+    import signal
+
+    from genreward.envs.pool import EnvPool, EnvWorkerError
+
+    with EnvPool("reach-v3", EnvConfig(image_size=32), num_envs=2, num_workers=2) as pool:
+        pool.reset([0, 1], [0, 1])
+        os.kill(pool._procs[1].pid, signal.SIGKILL)
+        with pytest.raises(EnvWorkerError, match=r"env worker 1 \(reach-v3\) exited \(code -9\)"):
+            for _ in range(4):
+                pool.wait(timeout=60)
+        pool.close(terminate=True)
+    assert not any(p.is_alive() for p in pool._procs)
 
 
 def test_vector_env_parent_reads_spaces_without_a_simulator():

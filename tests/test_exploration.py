@@ -16,7 +16,7 @@ from genreward.agents.coverage import coverage
 from genreward.agents.replay import TransitionBuffer
 from genreward.envs.config import ACTION_DIM, STATE_DIM
 from genreward.store import ArtifactError
-from genreward.store.episodes import Episode, EpisodeWriter, ExplorationDataset, partial_path
+from genreward.store.episodes import FIELDS, Episode, EpisodeWriter, ExplorationDataset, partial_path
 
 from .conftest import REPO
 
@@ -57,6 +57,22 @@ def test_writer_dataset_round_trip_and_frame_stacking(tmp_path):
         assert np.all(b["next_obs"][:, -3, 0, 0].astype(int) == b["obs"][:, -3, 0, 0].astype(int) + 1)
         assert np.all(b["next_state"][:, 0] == b["state"][:, 0] + 1)
         assert np.all(b["action"][:, 0] == b["obs"][:, -3, 0, 0] // 10)
+
+
+def test_episodes_written_together_are_the_episodes_appended_one_by_one(tmp_path):
+    one, together = (EpisodeWriter(tmp_path / f"{name}.zarr", {"a": 1}, chunk_rows=4) for name in ("one", "all"))
+    for k in range(3):
+        one.append(_episode(k, task_id=k % 2))
+    assert together.extend([]) == [] and together.committed_rows == 0
+    assert together.extend([_episode(0)]) == [0]
+    assert together.extend([_episode(1, task_id=1), _episode(2)]) == [1, 2]
+    assert together.committed_episodes == 3 and together.committed_rows == 21
+    for w in (one, together):
+        w.finish({})
+    a, b = ExplorationDataset(tmp_path / "one.zarr"), ExplorationDataset(tmp_path / "all.zarr")
+    for name in FIELDS:
+        np.testing.assert_array_equal(a.array(name), b.array(name))
+    assert b.array("episode").tolist() == [0] * 7 + [1] * 7 + [2] * 7
 
 
 def test_uncommitted_tail_is_truncated_on_resume(tmp_path):
@@ -348,7 +364,7 @@ def test_lock_step_collector_acts_per_group_as_steps_come_back_with_data_indepen
 
     class Recording:  # uniform actions; remembers the calls, and what it returned for each env
         def __init__(self, slow_env: int):
-            self.calls, self.returned, self.round, self.slow_env = [], {}, 0, slow_env
+            self.calls, self.returned, self.seen, self.round, self.slow_env = [], {}, {}, 0, slow_env
 
         def reset(self, n, rng):
             self.calls.append(("reset", n))
@@ -361,6 +377,7 @@ def test_lock_step_collector_acts_per_group_as_steps_come_back_with_data_indepen
             self.calls.append(tuple(int(e) for e in envs))
             for row, e in enumerate(envs):
                 self.returned.setdefault((self.round, int(e)), []).append(a[row].copy())
+                self.seen.setdefault((self.round, int(e)), []).append(obs[row].copy())
             return a
 
         def update(self, buffer, step, rng):
@@ -407,9 +424,17 @@ def test_lock_step_collector_acts_per_group_as_steps_come_back_with_data_indepen
         np.testing.assert_array_equal(data[0].array(name), data[1].array(name))
     action, episode = data[0].array("action"), data[0].array("episode")
     valid = data[0].array("valid")
+    pixels, stack = data[0].array("obs"), env_cfg.frame_stack
     for k in range(episodes):  # episode k was env k % num_envs of round k // num_envs + 1
         returned = np.stack(explorers[0].returned[(k // num_envs + 1, k % num_envs)])
         np.testing.assert_array_equal(action[(episode == k) & valid], returned)
+        # what the explorer saw at step t: the episode's frames t-2, t-1, t (the first repeated)
+        rows, seen = np.flatnonzero(episode == k), explorers[0].seen[(k // num_envs + 1, k % num_envs)]
+        assert len(seen) == steps and seen[0].shape == (3 * stack, 32, 32)
+        for t in range(steps):
+            np.testing.assert_array_equal(
+                seen[t], np.concatenate(pixels[[rows[max(t - j, 0)] for j in range(stack - 1, -1, -1)]])
+            )
     # episode k starts from env seed seed + k, as in the policy-free collector
     w = EpisodeWriter(tmp_path / "free.zarr", {}, chunk_rows=21)
     collect_policy_free(w, plan, env_cfg, 1, seed=5)

@@ -5,10 +5,11 @@ and both giving episode ``k`` of the dataset the env seed ``seed + k``, so a kil
 run collects the same episodes it would have collected without the kill:
 
 - :func:`collect`, for explorers that act from pixels and learn (RND): envs run in worker
-  processes (gymnasium AsyncVectorEnv, one renderer each), in two groups that each get their
-  next action from the agent in the main process as soon as their step is back. All Meta-World
-  episodes last exactly ``episode_length`` steps, so a round resets every env, steps them to the
-  end, and appends the finished episodes one by one.
+  processes (:class:`~genreward.envs.pool.EnvPool`, one renderer each), in two groups that each
+  get their next action from the agent in the main process as soon as their step is back. All
+  Meta-World episodes last exactly ``episode_length`` steps, so a round resets every env, steps
+  them to the end, and commits the round's episodes together (written by a thread while the
+  next round runs).
 - :func:`collect_policy_free`, for uniform-random (and scripted-expert) episodes: each worker
   process runs whole episodes on its own, with no per-step exchange with the main process and
   no waiting for the slowest env of a round; the main process only writes the episodes, in
@@ -92,144 +93,200 @@ def collect(
     ``act`` must give the same actions whichever group it is called for first (per-env state,
     no shared random stream), because the groups act in the order their steps come back.
 
-    The envs are split into two groups (:func:`env_groups`), each its own vector env: a group
-    that is back from its step is given its next action at once, while the other steps, so the
-    workers do not wait for the slowest env of the round nor for the agent acting for another
-    group. Updates are due every ``update_every`` steps; before one, every group finishes
-    acting for that step, and the update runs while their steps are in flight. So the data is
-    the same whatever the timing: round ``r``'s group ``j`` draws from its own generator
-    ``[seed, first episode of r, first env of j]``, updates and ``reset`` from the collector's.
+    Each env runs in its own worker process (:class:`~genreward.envs.pool.EnvPool`: per step
+    the action goes out and the newest frame, state and success come back through shared
+    memory; the frames are stacked here). The envs are split into two groups
+    (:func:`env_groups`): a group that is back from its step is given its next action at once,
+    while the other steps, so the workers do not wait for the slowest env of the round nor for
+    the agent acting for another group. Updates are due every ``update_every`` steps; before
+    one, every group finishes acting for that step, and the update runs while their steps are
+    in flight. So the data is the same whatever the timing: round ``r``'s group ``j`` draws from
+    its own generator ``[seed, first episode of r, first env of j]``, updates and ``reset`` from
+    the collector's. A round's episodes are committed together, after the round.
     """
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     from genreward.envs.experts import expert_policy
-    from genreward.envs.vector import close_vector_envs, make_vector_env_groups
+    from genreward.envs.pool import EnvPool
 
     stats = CollectStats()
     rng = np.random.default_rng([seed, writer.committed_episodes])
     step_count = writer.committed_rows  # the collector's clock: paces updates (explorers keep their own)
     k = writer.committed_episodes
     groups = env_groups(num_envs)
-    while k < plan.total:
-        task_id = plan.task_id(k)
-        task = plan.tasks[task_id]
-        last_of_task = (task_id + 1) * plan.episodes_per_task
-        explorer, buffer = explorer_for_task(task_id)
-        expert = expert_policy(task) if plan.expert_fraction > 0 else None
-        # observations are copied below: the vector envs need not copy them
-        venvs = make_vector_env_groups(
-            task, env_cfg, [len(g) for g in groups], seed, info_keys=("success",), copy=False
-        )
-        try:
-            while k < last_of_task:
-                n = min(num_envs, last_of_task - k)
+    # A round's episodes are written by one thread while the next round runs, in order; a write
+    # in flight when something fails still finishes (each write commits its episodes at once).
+    writes = ThreadPoolExecutor(1, thread_name_prefix="episode-writer")
+    writing = None  # (write in flight, its episodes)
+
+    def written() -> None:  # wait for the write in flight; its episodes count as collected
+        nonlocal writing
+        if writing is not None:
+            (future, count), writing = writing, None
+            future.result()
+            if progress is not None:
+                progress(count)
+
+    with writes:
+        while k < plan.total:
+            task_id = plan.task_id(k)
+            task = plan.tasks[task_id]
+            last_of_task = (task_id + 1) * plan.episodes_per_task
+            explorer, buffer = explorer_for_task(task_id)
+            expert = expert_policy(task) if plan.expert_fraction > 0 else None
+
+            def round_of(first: int):
+                """Round starting at episode ``first``: (episodes kept, active groups, env seeds)."""
+                n = min(num_envs, last_of_task - first)
                 # a round's spare envs (the task's last episodes are fewer than the envs) stay idle
                 # when a whole group is spare, and otherwise run padding episodes that are not kept
-                active = [(g, venv) for g, venv in zip(groups, venvs) if g[0] < n]
-                m = int(active[-1][0][-1]) + 1  # envs stepped this round (n of them kept)
-                seeds = [seed + k + i for i in range(n)] + [seed + 10_000_000 + k + i for i in range(m - n)]
-                experts = np.array([expert is not None and plan.is_expert(k + i) if i < n else False for i in range(m)])
-                t0 = time.perf_counter()
-                for g, venv in active:
-                    venv.reset_async(seed=[seeds[i] for i in g])
-                first = [venv.reset_wait()[0] for _, venv in active]
-                if hasattr(explorer, "reset"):
-                    explorer.reset(m, rng)
-                group_rngs = [np.random.default_rng([seed, k, int(g[0])]) for g, _ in active]
+                active = [g for g in groups if g[0] < n]
+                m = int(active[-1][-1]) + 1  # envs stepped (n of them kept)
+                return (
+                    n,
+                    active,
+                    [seed + first + i for i in range(n)] + [seed + 10_000_000 + first + i for i in range(m - n)],
+                )
 
-                def act(gi: int, o: dict, t: int) -> np.ndarray:
-                    g = active[gi][0]
-                    a = explorer.act(o["pixels"], step_count + t * n, group_rngs[gi], envs=g)
-                    for j in np.flatnonzero(experts[g]):
-                        noisy = expert(o["state"][j]) + group_rngs[gi].normal(0, expert_noise, ACTION_DIM)
-                        a[j] = np.clip(noisy, -1, 1)
-                    return a
+            with EnvPool(task, env_cfg, num_envs, num_envs, seed) as pool:
+                n, active, seeds = round_of(k)
+                pool.reset(range(len(seeds)), seeds)
+                back: list[int] = []  # envs whose reset for the round is back already
+                while k < last_of_task:
+                    m = len(seeds)
+                    experts = np.array(
+                        [expert is not None and plan.is_expert(k + i) if i < n else False for i in range(m)]
+                    )
+                    following = round_of(k + n) if k + n < last_of_task else None
+                    t0 = time.perf_counter()
+                    if hasattr(explorer, "reset"):
+                        explorer.reset(m, rng)
+                    group_rngs = [np.random.default_rng([seed, k, int(g[0])]) for g in active]
 
-                def update(t: int) -> float:
-                    t1 = time.perf_counter()
-                    stats.last_metrics = explorer.update(buffer, step_count + (t + 1) * n, rng)
-                    stats.updates += bool(stats.last_metrics)
-                    return time.perf_counter() - t1
+                    def act(gi: int, o: dict, t: int) -> np.ndarray:
+                        g = active[gi]
+                        a = explorer.act(o["pixels"], step_count + t * n, group_rngs[gi], envs=g)
+                        for j in np.flatnonzero(experts[g]):
+                            noisy = expert(o["state"][j]) + group_rngs[gi].normal(0, expert_noise, ACTION_DIM)
+                            a[j] = np.clip(noisy, -1, 1)
+                        return a
 
-                due = []
-                if buffer is not None and buffer.n > 0:  # after step t, as the collector's clock passes a multiple
-                    due = [t for t in range(env_cfg.agent_steps) if (step_count + (t + 1) * n) % (update_every * n) < n]
-                record, seconds_update = _round([venv for _, venv in active], first, act, update, due, env_cfg)
-                stats.seconds_update += seconds_update
-                stats.seconds_env += time.perf_counter() - t0 - seconds_update
-                step_count += env_cfg.agent_steps * n
-                stats.env_steps += env_cfg.agent_steps * m * env_cfg.action_repeat
-                f, s, a, ok = (np.concatenate([np.stack(r[field], 1) for r in record]) for field in range(4))
-                for i in range(n):
-                    ep = Episode(obs=f[i], state=s[i], action=a[i], success=ok[i], task_id=task_id)
-                    writer.append(ep)
-                    if buffer is not None:
-                        buffer.add(ep)
-                    stats.episodes += 1
-                    k += 1
-                    if progress is not None:
-                        progress(1)
-        except BaseException:
-            close_vector_envs(venvs, terminate=True)  # a failed or dead worker: do not wait for it
-            raise
-        close_vector_envs(venvs)
+                    def update(t: int) -> float:
+                        t1 = time.perf_counter()
+                        stats.last_metrics = explorer.update(buffer, step_count + (t + 1) * n, rng)
+                        stats.updates += bool(stats.last_metrics)
+                        return time.perf_counter() - t1
+
+                    due = []
+                    if buffer is not None and buffer.n > 0:  # after step t, as the collector's clock passes a multiple
+                        due = [
+                            t for t in range(env_cfg.agent_steps) if (step_count + (t + 1) * n) % (update_every * n) < n
+                        ]
+                    record, seconds_update, back = _round(
+                        pool, active, act, update, due, env_cfg, back, following[2] if following else None
+                    )
+                    stats.seconds_update += seconds_update
+                    stats.seconds_env += time.perf_counter() - t0 - seconds_update
+                    step_count += env_cfg.agent_steps * n
+                    stats.env_steps += env_cfg.agent_steps * m * env_cfg.action_repeat
+                    frames, states, actions, successes = record
+                    episodes = [
+                        Episode(
+                            obs=frames[i], state=states[i], action=actions[i], success=successes[i], task_id=task_id
+                        )
+                        for i in range(n)
+                    ]
+                    if following is None:
+                        pool.close(wait=False)  # the workers free their envs while the last episodes are written
+                    written()
+                    writing = (writes.submit(writer.extend, episodes), len(episodes))  # while the next round runs
+                    for ep in episodes:
+                        if buffer is not None:
+                            buffer.add(ep)
+                        stats.episodes += 1
+                        k += 1
+                    if following is not None:
+                        n, active, seeds = following
+        written()
     return stats
 
 
-def _round(venvs: list, first: list[dict], act, update, due: list[int], env_cfg: EnvConfig):
-    """One round of episodes on the vector envs ``venvs`` (their resets ``first`` given): each
-    group acts (``act(group, obs, t)``) as soon as its step ``t - 1`` is back; ``update(t)`` runs
-    for every ``t`` in ``due`` once every group has sent step ``t`` and before any acts for
-    ``t + 1``. Returns per group ``(frames, states, actions, successes)`` lists and the seconds
-    spent updating."""
-    from multiprocessing.connection import wait
+def _round(
+    pool,
+    groups: list[np.ndarray],
+    act,
+    update,
+    due: list[int],
+    env_cfg: EnvConfig,
+    back: Sequence[int] = (),
+    following: Sequence[int] | None = None,
+):
+    """One round of episodes on ``pool``'s envs ``0 .. groups[-1][-1]``, whose resets were sent
+    (``back``: those already back): each group acts (``act(group, obs, t)``) as soon as its step
+    ``t - 1`` (or its reset) is back; ``update(t)`` runs for every ``t`` in ``due`` once every
+    group has acted for step ``t`` and before any acts for ``t + 1``. ``following``: the next
+    round's env seeds (one per env it steps); a group's envs are reset for it as soon as the
+    group's last step is back, while the other groups finish.
 
-    steps = env_cfg.agent_steps
-    record = [
-        ([o["pixels"][:, -3:].copy()], [o["state"].copy()], [], [np.zeros(venv.num_envs, bool)])
-        for o, venv in zip(first, venvs)
-    ]
-    obs = list(first)
-    t_next = [0] * len(venvs)
-    in_flight: set[int] = set()
-    ready: set = set()  # pipes of in-flight groups whose answer has arrived
+    Returns ``(frames, states, actions, successes)`` (one row per env), the seconds spent
+    updating, and the envs whose reset for the next round is back already."""
+    steps, stack_len = env_cfg.agent_steps, 3 * env_cfg.frame_stack
+    m = int(groups[-1][-1]) + 1
+    frames = np.empty((m, steps + 1) + pool.frames.shape[1:], np.uint8)
+    states = np.empty((m, steps + 1) + pool.states.shape[1:], np.float32)
+    actions = np.empty((m, steps) + pool.actions.shape[1:], np.float32)
+    successes = np.zeros((m, steps + 1), bool)
+    stacks = np.empty((m, stack_len) + pool.frames.shape[2:], np.uint8)  # each env's frame stack, oldest first
+    group_of = np.concatenate([np.full(len(g), gi) for gi, g in enumerate(groups)])
+    t_next = [0] * len(groups)  # the step each group acts for next (the row its in-flight command returns)
+    waiting = [len(g) for g in groups]  # envs of each group whose command is in flight (the resets first)
+    resetting: set[int] = set()  # envs reset for the next round
+    early: list[int] = []  # ... whose reset is back
+
+    def done(i: int) -> None:  # env i's command is back
+        if i in resetting:
+            early.append(i)
+            return
+        gi, t = group_of[i], t_next[group_of[i]]
+        frames[i, t], states[i, t], successes[i, t] = pool.frames[i], pool.states[i], t and pool.successes[i]
+        if t == 0:
+            stacks[i] = np.tile(pool.frames[i], (stack_len // 3, 1, 1))
+        else:
+            stacks[i, :-3] = stacks[i, 3:]
+            stacks[i, -3:] = pool.frames[i]
+        waiting[gi] -= 1
+        if not waiting[gi] and t == steps and following is not None:  # the group's round is over
+            ahead = [int(e) for e in groups[gi] if e < len(following)]
+            pool.reset(ahead, [following[e] for e in ahead])
+            resetting.update(ahead)
+
+    for i in back:
+        done(i)
     barriers = iter(sorted(set(due) | {steps - 1}))
     barrier = next(barriers)  # no group acts past this step until it is passed
     seconds_update = 0.0
     while True:
-        for gi, venv in enumerate(venvs):
-            if gi not in in_flight and t_next[gi] <= barrier:
-                action = act(gi, obs[gi], t_next[gi])
-                venv.step_async(action)
-                record[gi][2].append(action)
-                t_next[gi] += 1
-                in_flight.add(gi)
-        if all(t == barrier + 1 for t in t_next):
-            if barrier in due:  # every group's step is in flight meanwhile
+        for gi, g in enumerate(groups):
+            t = t_next[gi]
+            if not waiting[gi] and t <= barrier:
+                lo, hi = int(g[0]), int(g[-1]) + 1  # groups are contiguous
+                actions[lo:hi, t] = act(gi, {"pixels": stacks[lo:hi], "state": states[lo:hi, t]}, t)
+                pool.step(g, actions[lo:hi, t])
+                t_next[gi], waiting[gi] = t + 1, len(g)
+        if all(t == barrier + 1 for t in t_next):  # every group's step `barrier` is in flight
+            if barrier in due:
                 seconds_update += update(barrier)
             if barrier == steps - 1:
                 break
             barrier = next(barriers)
             continue
-        # one wait for whichever step comes back first (a group is back when all its envs are)
-        ready.update(wait([p for gi in in_flight for p in venvs[gi].parent_pipes if p not in ready]))
-        for gi in sorted(in_flight):
-            if ready.issuperset(venvs[gi].parent_pipes):
-                ready.difference_update(venvs[gi].parent_pipes)
-                _receive(venvs[gi], record[gi], obs, gi)
-                in_flight.discard(gi)
-    for gi in sorted(in_flight):
-        _receive(venvs[gi], record[gi], obs, gi)
-    return record, seconds_update
-
-
-def _receive(venv, record: tuple, obs: list, gi: int) -> None:
-    o, _, _, _, info = venv.step_wait()
-    obs[gi] = o
-    frames, states, _, successes = record
-    frames.append(o["pixels"][:, -3:].copy())
-    states.append(o["state"].copy())
-    successes.append(np.asarray(info["success"], bool).copy())
+        for i in pool.wait():
+            done(i)
+    while any(waiting):
+        for i in pool.wait():
+            done(i)
+    return (frames, states, actions, successes), seconds_update, early
 
 
 @dataclass(frozen=True)

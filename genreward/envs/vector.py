@@ -1,7 +1,7 @@
 """Vectorised Meta-World pixel envs: one process and one renderer per env (gymnasium's AsyncVectorEnv).
 
-Start-up is part of every collection's cost (a collector starts one vector env per task), so
-the worker processes start light:
+Start-up is part of every collection's cost (a collector starts its env workers once per
+task), so the worker processes start light:
 
 - ``AsyncVectorEnv`` builds one env in the parent only to read its spaces and metadata; here
   the parent gets :class:`SpacesOnlyEnv` instead (no MuJoCo model, no renderer). The vector
@@ -129,68 +129,3 @@ def make_vector_env(
         with worker_environment():
             return gym.vector.AsyncVectorEnv(fns, context=context, copy=copy)
     return gym.vector.SyncVectorEnv(fns, copy=copy)
-
-
-def make_vector_env_groups(
-    tasks: str | Sequence[str],
-    cfg: EnvConfig,
-    sizes: Sequence[int],
-    seed: int = 0,
-    context: str = "spawn",
-    info_keys: Sequence[str] | None = None,
-    copy: bool = True,
-) -> list:
-    """One asynchronous vector env per entry of ``sizes``, numbered on from one group to the
-    next (env ``i`` over all groups runs ``tasks[i % len(tasks)]`` with seed ``seed + i``), for a
-    collector that acts for one group while another steps. The groups start at once: their worker processes
-    start and load in parallel (one after the other, each group's start-up would wait for the
-    previous group's workers to answer). Close them with :func:`close_vector_envs`."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import gymnasium as gym
-    from gymnasium.vector.utils import clear_mpi_env_vars
-
-    task_list = _task_list(tasks, "make_vector_env_groups")
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"make_vector_env_groups: every group needs >= 1 env, got sizes {list(sizes)}")
-    firsts = [sum(sizes[:j]) for j in range(len(sizes))]
-    fns = [_env_fns(task_list, cfg, first, n, seed, os.getpid(), info_keys) for first, n in zip(firsts, sizes)]
-    # Each AsyncVectorEnv removes and restores the MPI variables (OMPI_*, PMI_*, set under srun)
-    # around its process starts; removed here first, the threads find none to change.
-    with worker_environment(), clear_mpi_env_vars(), ThreadPoolExecutor(len(sizes)) as pool:
-        futures = [pool.submit(gym.vector.AsyncVectorEnv, f, context=context, copy=copy) for f in fns]
-        errors = [fut.exception() for fut in futures]
-    started = [fut.result() for fut, err in zip(futures, errors) if err is None]
-    if len(started) < len(futures):
-        close_vector_envs(started, terminate=True)
-        raise next(err for err in errors if err is not None)
-    return started
-
-
-def close_vector_envs(venvs: Sequence, terminate: bool = False) -> None:
-    """Close several vector envs at once (each waits for its workers to exit). ``terminate``
-    (after an error, e.g. a worker that died mid-step): end the workers without waiting for
-    them; errors while doing so are logged, not raised, so they do not hide the first one."""
-    import logging
-    from concurrent.futures import ThreadPoolExecutor
-
-    def close(venv) -> None:
-        if not terminate:
-            venv.close()
-            return
-        try:
-            venv.close(terminate=True)
-        except Exception as err:  # e.g. the pipe of a dead worker; the error being handled is the one to report
-            logging.getLogger(__name__).warning("closing a vector env after an error: %r", err)
-            for proc in getattr(venv, "processes", ()):
-                if proc.is_alive():
-                    proc.terminate()
-            venv.closed = True  # its workers are gone: nothing for a later close() to wait for
-
-    if len(venvs) <= 1:
-        for venv in venvs:
-            close(venv)
-        return
-    with ThreadPoolExecutor(len(venvs)) as pool:
-        for fut in [pool.submit(close, venv) for venv in venvs]:
-            fut.result()

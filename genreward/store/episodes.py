@@ -165,19 +165,27 @@ class EpisodeWriter:
 
     def append(self, episode: Episode) -> int:
         """Write one episode and commit it. Returns its episode index."""
-        index = self.committed_episodes
-        rows = episode.rows(index)
+        return self.extend([episode])[0]
+
+    def extend(self, episodes: Sequence[Episode]) -> list[int]:
+        """Write ``episodes`` and commit them together (one resize and one write per field,
+        one commit: cheaper than an append each). Returns their episode indices."""
+        first = self.committed_episodes
+        parts = [ep.rows(first + j) for j, ep in enumerate(episodes)]
+        if not parts:
+            return []
         start = self.committed_rows
-        stop = start + len(rows["obs"])
+        stop = start + sum(len(p["obs"]) for p in parts)
         for name in FIELDS:
-            arr = self._ensure(name, rows[name])
+            rows = parts[0][name] if len(parts) == 1 else np.concatenate([p[name] for p in parts])
+            arr = self._ensure(name, rows)
             if arr.shape[0] != start:  # an earlier crash between resize and commit
                 arr.resize((start,) + arr.shape[1:])
             arr.resize((stop,) + arr.shape[1:])
-            arr[start:stop] = rows[name]
+            arr[start:stop] = rows
         # Commit last: a crash before this line leaves an uncommitted tail only.
-        self.group.attrs.update({"committed_rows": stop, "committed_episodes": index + 1})
-        return index
+        self.group.attrs.update({"committed_rows": stop, "committed_episodes": first + len(parts)})
+        return list(range(first, first + len(parts)))
 
     def finish(self, params: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> Path:
         """Mark complete (provenance attrs with the manifest of the files as they are now) and

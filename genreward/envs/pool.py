@@ -1,0 +1,244 @@
+"""Pixel envs in worker processes with a lean per-step exchange, several envs per process.
+
+The lock-step collector's envs (:func:`genreward.agents.collect.collect`): ``num_workers``
+spawned processes holding ``num_envs`` envs between them, env ``i`` in worker
+``i % num_workers``. Per step the main process writes an env's action into shared memory and
+sends a few bytes naming the env; the worker steps it, writes the newest frame, the state and
+the success flag into shared memory and answers with the env's index. Nothing else crosses the
+pipe: no pickled actions or info dicts, no stacked frames (the caller stacks them), and no
+copy of the observation in between. A worker runs its commands in the order they come, so with
+two envs per worker the main process acts for one while the worker steps the other and the
+worker does not wait for actions.
+
+Workers start light and render on one thread each, as gymnasium's vector env workers do here
+(:mod:`genreward.envs.vector`: no torch, ``LP_NUM_THREADS=0``, one torch thread). A worker
+that raises answers with its error, which :meth:`EnvPool.wait` raises in the main process; a
+worker that dies (killed, out of memory) is noticed by its process sentinel.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from genreward.envs.config import ACTION_DIM, STATE_DIM, EnvConfig
+
+_COMMAND = struct.Struct("<cHq")  # operation, env index, reset seed
+_STEP, _RESET, _CLOSE = b"s", b"r", b"q"
+_DONE, _ERROR = b"k", b"e"
+
+
+class EnvWorkerError(RuntimeError):
+    """An env worker raised or died."""
+
+
+def _shared(ctx, typecode: str, shape: tuple[int, ...], dtype) -> tuple:
+    raw = ctx.RawArray(typecode, int(np.prod(shape)))
+    return raw, shape, dtype
+
+
+def _view(spec: tuple) -> np.ndarray:
+    raw, shape, dtype = spec
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def _error(summary: str, details: str) -> bytes:
+    return _ERROR + summary.encode(errors="replace") + b"\0" + details.encode(errors="replace")
+
+
+def _worker(conn, task: str, cfg: EnvConfig, env_ids: list[int], seed: int, shared: dict) -> None:
+    from genreward.runtime import configure_worker
+
+    configure_worker()  # one torch thread, if anything imports torch
+    import traceback
+
+    from genreward.envs.metaworld_env import MetaWorldPixelEnv
+    from genreward.envs.probes import probe_env_config
+
+    frames, states, successes, actions = (_view(shared[k]) for k in ("frames", "states", "successes", "actions"))
+    envs: dict[int, MetaWorldPixelEnv] = {}
+    try:
+        try:
+            one_frame = probe_env_config(cfg)  # the newest frame is all that crosses; the caller stacks
+            for i in env_ids:
+                envs[i] = MetaWorldPixelEnv(task, one_frame, seed + i, info_keys=("success",))
+        except Exception as err:
+            conn.send_bytes(_error(f"making its envs: {type(err).__name__}: {err}", traceback.format_exc()))
+            return
+        conn.send_bytes(_DONE)
+        while True:
+            op, i, reset_seed = _COMMAND.unpack(conn.recv_bytes())
+            if op == _CLOSE:
+                return
+            try:
+                if op == _RESET:
+                    obs, _ = envs[i].reset(seed=int(reset_seed))
+                    success = False
+                else:
+                    obs, _, _, _, info = envs[i].step(actions[i])
+                    success = bool(info["success"])
+                frames[i] = obs["pixels"]
+                states[i] = obs["state"]
+                successes[i] = success
+            except Exception as err:
+                what = "resetting" if op == _RESET else "stepping"
+                conn.send_bytes(_error(f"{what} env {i}: {type(err).__name__}: {err}", traceback.format_exc()))
+                return
+            conn.send_bytes(_DONE + struct.pack("<H", i))
+    except (EOFError, KeyboardInterrupt):  # the main process is gone or interrupted: just exit
+        return
+    finally:
+        for env in envs.values():
+            env.close()  # GL contexts freed before the interpreter tears down
+
+
+class EnvPool:
+    """``num_envs`` pixel envs of one task in ``num_workers`` spawned processes.
+
+    ``frames`` (uint8 ``[num_envs, 3, H, W]``, each env's newest frame, upright), ``states``
+    (float32 ``[num_envs, STATE_DIM]``) and ``successes`` (bool ``[num_envs]``, success on the
+    last step; False after a reset) are shared memory: env ``i``'s entries hold the result of
+    its last finished command until the next command for it is sent. Env ``i`` is made with seed
+    ``seed + i``. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self, task: str, cfg: EnvConfig, num_envs: int, num_workers: int, seed: int = 0, context: str = "spawn"
+    ):
+        import multiprocessing as mp
+
+        from gymnasium.vector.utils import clear_mpi_env_vars
+
+        from genreward.envs import gl
+        from genreward.envs.tasks import check_task
+        from genreward.envs.vector import worker_environment
+
+        gl.configure()  # the workers inherit MUJOCO_GL through the environment
+        task = check_task(task)
+        if num_workers < 1 or num_envs < num_workers:
+            raise ValueError(f"EnvPool: needs 1 <= num_workers <= num_envs, got {num_workers} workers, {num_envs} envs")
+        self.task, self.cfg, self.num_envs, self.num_workers = task, cfg, num_envs, num_workers
+        ctx = mp.get_context(context)
+        size = cfg.image_size
+        shared = {
+            "frames": _shared(ctx, "B", (num_envs, 3, size, size), np.uint8),
+            "states": _shared(ctx, "f", (num_envs, STATE_DIM), np.float32),
+            "successes": _shared(ctx, "B", (num_envs,), np.bool_),
+            "actions": _shared(ctx, "f", (num_envs, ACTION_DIM), np.float32),
+        }
+        self.frames, self.states, self.successes, self.actions = (
+            _view(shared[k]) for k in ("frames", "states", "successes", "actions")
+        )
+        self._conns, self._procs = [], []
+        self._pending: list[int] = [0] * num_workers  # commands sent to each worker, not answered
+        self.closed, self._stopping = False, False
+        try:
+            # MPI variables (set under srun) would make the workers' libraries think they are MPI ranks
+            with worker_environment(), clear_mpi_env_vars():
+                for w in range(num_workers):
+                    parent, child = ctx.Pipe()
+                    ids = list(range(w, num_envs, num_workers))
+                    proc = ctx.Process(
+                        target=_worker,
+                        args=(child, task, cfg, ids, seed, shared),
+                        name=f"env-worker-{w}",
+                        daemon=True,
+                    )
+                    proc.start()
+                    child.close()
+                    self._conns.append(parent)
+                    self._procs.append(proc)
+            for w in range(num_workers):  # every worker has made its envs (they load in parallel)
+                self._answer(w)
+        except BaseException:
+            self.close(terminate=True)
+            raise
+
+    def worker_of(self, env: int) -> int:
+        return env % self.num_workers
+
+    def reset(self, envs: Iterable[int], seeds: Sequence[int]) -> None:
+        """Start resetting ``envs`` with ``seeds`` (one each); :meth:`wait` reports them done."""
+        for i, s in zip(envs, seeds, strict=True):
+            self._send(int(i), _RESET, int(s))
+
+    def step(self, envs: Iterable[int], actions: np.ndarray) -> None:
+        """Start stepping ``envs`` with ``actions`` (one row each); :meth:`wait` reports them done."""
+        for i, a in zip(envs, actions, strict=True):
+            self.actions[i] = a
+            self._send(int(i), _STEP, 0)
+
+    def wait(self, timeout: float | None = None) -> list[int]:
+        """The envs whose command finished since the last call; blocks until there is one
+        (or ``timeout`` seconds pass: then ``[]``). Raises :class:`EnvWorkerError` if a worker
+        failed or died."""
+        from multiprocessing.connection import wait
+
+        busy = [w for w in range(self.num_workers) if self._pending[w]]
+        if not busy:
+            raise RuntimeError("EnvPool.wait: no command is in flight")
+        conns = {self._conns[w]: w for w in busy}
+        sentinels = {self._procs[w].sentinel: w for w in busy}
+        ready = wait([*conns, *sentinels], timeout)
+        done = [self._answer(conns[r]) for r in ready if r in conns]
+        if not done:
+            for r in ready:  # a worker ended without answering
+                self._answer(sentinels[r])
+        return done
+
+    def _send(self, env: int, op: bytes, seed: int) -> None:
+        w = self.worker_of(env)
+        self._conns[w].send_bytes(_COMMAND.pack(op, env, seed))
+        self._pending[w] += 1
+
+    def _answer(self, w: int) -> int:
+        """Worker ``w``'s next answer: the env it finished (-1 for the start-up answer)."""
+        try:
+            msg = self._conns[w].recv_bytes()
+        except (EOFError, OSError):
+            self._procs[w].join(timeout=5)
+            raise EnvWorkerError(
+                f"env worker {w} ({self.task}) exited (code {self._procs[w].exitcode}) with commands pending; "
+                "it was killed or ran out of memory"
+            ) from None
+        if msg[:1] == _ERROR:
+            summary, _, details = msg[1:].decode(errors="replace").partition("\0")
+            err = EnvWorkerError(f"env worker {w} ({self.task}) failed {summary}")
+            err.add_note(f"the worker's traceback:\n{details}")
+            raise err
+        if len(msg) == 1:
+            return -1
+        self._pending[w] -= 1
+        return struct.unpack("<H", msg[1:])[0]
+
+    def close(self, terminate: bool = False, wait: bool = True) -> None:
+        """Stop the workers (each frees its envs, after the commands it was sent). ``wait=False``
+        asks them to stop and returns at once (a later ``close()`` waits for them);
+        ``terminate``: after an error, end them without waiting for commands in flight."""
+        if self.closed:
+            return
+        if not (terminate or self._stopping):
+            self._stopping = True
+            for conn, proc in zip(self._conns, self._procs):
+                try:
+                    conn.send_bytes(_COMMAND.pack(_CLOSE, 0, 0))
+                except OSError:  # a worker that is gone
+                    pass
+        if not wait and not terminate:
+            return
+        self.closed = True
+        for conn, proc in zip(self._conns, self._procs):
+            if not terminate:
+                proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+            conn.close()
+
+    def __enter__(self) -> "EnvPool":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(terminate=exc_type is not None)
