@@ -242,8 +242,6 @@ def test_env_pool_steps_its_envs_in_workers_as_the_env_steps_in_process():
         with EnvPool("reach-v3", cfg, num_envs=3, num_workers=2, seed=3) as pool:
             assert [pool.worker_of(i) for i in range(3)] == [0, 1, 0]
             assert len({p.pid for p in pool._procs}) == 2
-            if hasattr(os, "SCHED_BATCH"):  # Linux: workers do not preempt the main process on waking
-                assert all(os.sched_getscheduler(p.pid) == os.SCHED_BATCH for p in pool._procs)
 
             def check(envs, results):
                 back = []
@@ -257,6 +255,8 @@ def test_env_pool_steps_its_envs_in_workers_as_the_env_steps_in_process():
 
             pool.reset([2, 0, 1], [12, 10, 11])
             check([2, 0, 1], [(ref[i].reset(seed=10 + i)[0], False) for i in (2, 0, 1)])
+            if hasattr(os, "SCHED_BATCH"):  # Linux: workers do not preempt the main process on waking
+                assert all(os.sched_getscheduler(p.pid) == os.SCHED_BATCH for p in pool._procs)
             assert pool.frames.shape == (3, 3, 32, 32) and pool.frames[0].std() > 0
             assert not np.array_equal(pool.states[0], pool.states[1])
             for _ in range(cfg.agent_steps):

@@ -19,6 +19,7 @@ dies (killed, out of memory) is noticed by its process sentinel.
 
 from __future__ import annotations
 
+import select
 import struct
 from typing import Iterable, Sequence
 
@@ -167,8 +168,16 @@ class EnvPool:
                     child.close()
                     self._conns.append(parent)
                     self._procs.append(proc)
-            for w in range(num_workers):  # every worker has made its envs (they load in parallel)
-                self._answer(w)
+            # The first answer of each worker says its envs are made: commands sent before it
+            # wait in the pipe, so a worker that is ready starts on them without waiting for
+            # the others (a failure to make the envs is raised by the first wait()).
+            self._pending = [1] * num_workers
+            self._poller = select.poll()  # one for the pool's life: no selector built per wait
+            self._fds: dict[int, tuple[int, bool]] = {}  # fd -> (worker, is its process sentinel)
+            for w, (conn, proc) in enumerate(zip(self._conns, self._procs)):
+                for fd, sentinel in ((conn.fileno(), False), (proc.sentinel, True)):
+                    self._poller.register(fd, select.POLLIN)
+                    self._fds[fd] = (w, sentinel)
         except BaseException:
             self.close(terminate=True)
             raise
@@ -191,19 +200,26 @@ class EnvPool:
         """The envs whose command finished since the last call; blocks until there is one
         (or ``timeout`` seconds pass: then ``[]``). Raises :class:`EnvWorkerError` if a worker
         failed or died."""
-        from multiprocessing.connection import wait
+        import time
 
-        busy = [w for w in range(self.num_workers) if self._pending[w]]
-        if not busy:
-            raise RuntimeError("EnvPool.wait: no command is in flight")
-        conns = {self._conns[w]: w for w in busy}
-        sentinels = {self._procs[w].sentinel: w for w in busy}
-        ready = wait([*conns, *sentinels], timeout)
-        done = [self._answer(conns[r]) for r in ready if r in conns]
-        if not done:
-            for r in ready:  # a worker ended without answering
-                self._answer(sentinels[r])
-        return done
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if not any(self._pending):
+                raise RuntimeError("EnvPool.wait: no command is in flight")
+            left = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+            done, ended = [], []
+            for fd, _ in self._poller.poll(left):
+                w, sentinel = self._fds[fd]
+                if sentinel:
+                    ended.append(w)
+                elif (i := self._answer(w)) >= 0:
+                    done.append(i)
+            if done:
+                return done
+            for w in ended:  # a worker that ended without answering: raises
+                self._answer(w)
+            if deadline is not None and time.monotonic() >= deadline:
+                return []
 
     def _send(self, env: int, op: bytes, seed: int) -> None:
         w = self.worker_of(env)
@@ -220,15 +236,13 @@ class EnvPool:
                 f"env worker {w} ({self.task}) exited (code {self._procs[w].exitcode}) with commands pending; "
                 "it was killed or ran out of memory"
             ) from None
+        self._pending[w] -= 1
         if msg[:1] == _ERROR:
             summary, _, details = msg[1:].decode(errors="replace").partition("\0")
             err = EnvWorkerError(f"env worker {w} ({self.task}) failed {summary}")
             err.add_note(f"the worker's traceback:\n{details}")
             raise err
-        if len(msg) == 1:
-            return -1
-        self._pending[w] -= 1
-        return struct.unpack("<H", msg[1:])[0]
+        return -1 if len(msg) == 1 else struct.unpack("<H", msg[1:])[0]
 
     def close(self, terminate: bool = False, wait: bool = True) -> None:
         """Stop the workers (each frees its envs, after the commands it was sent). ``wait=False``
