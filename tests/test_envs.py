@@ -240,8 +240,7 @@ def test_env_pool_steps_its_envs_in_workers_as_the_env_steps_in_process():
     rng = np.random.default_rng(0)
     try:
         with EnvPool("reach-v3", cfg, num_envs=3, num_workers=2, seed=3) as pool:
-            assert [pool.worker_of(i) for i in range(3)] == [0, 1, 0]
-            assert len({p.pid for p in pool._procs}) == 2
+            assert [pool.worker_of(i) for i in range(3)] == [0, 1, 0] and len(pool._procs) == 2
 
             def check(envs, results):
                 back = []
@@ -282,19 +281,35 @@ def test_env_pool_steps_its_envs_in_workers_as_the_env_steps_in_process():
         EnvPool("reach-v3", cfg, num_envs=1, num_workers=2)
 
 
-def test_env_pool_reports_a_worker_that_died():
+def test_env_pool_reports_a_worker_that_died_or_failed_to_start():
     import signal
 
     from genreward.envs.pool import EnvPool, EnvWorkerError
 
     with EnvPool("reach-v3", EnvConfig(image_size=32), num_envs=2, num_workers=2) as pool:
         pool.reset([0, 1], [0, 1])
-        os.kill(pool._procs[1].pid, signal.SIGKILL)
+        assert pool.wait(timeout=0) == []  # the workers are still loading
+        back = []
+        while len(back) < 2:
+            back += pool.wait(timeout=60)
+        os.kill(pool._procs[0].pid, signal.SIGKILL)  # an idle worker dies ...
+        pool._procs[0].join(timeout=10)
+        with pytest.raises(EnvWorkerError, match=r"env worker 0 \(reach-v3\) exited \(code -9\)"):
+            pool.step([0], np.zeros((1, 4), np.float32))  # ... and is found out by the next command
+    with EnvPool("reach-v3", EnvConfig(image_size=32), num_envs=2, num_workers=2) as pool:
+        pool.reset([0, 1], [0, 1])
+        os.kill(pool._procs[1].pid, signal.SIGKILL)  # a worker dies with a command in flight
         with pytest.raises(EnvWorkerError, match=r"env worker 1 \(reach-v3\) exited \(code -9\)"):
             for _ in range(4):
                 pool.wait(timeout=60)
-        pool.close(terminate=True)
     assert not any(p.is_alive() for p in pool._procs)
+    from types import SimpleNamespace
+
+    not_a_config = SimpleNamespace(image_size=32)  # enough for the pool; the worker cannot make its env
+    with EnvPool("reach-v3", not_a_config, num_envs=1, num_workers=1) as pool:
+        pool.reset([0], [0])
+        with pytest.raises(EnvWorkerError, match=r"env worker 0 \(reach-v3\) failed making its envs: AttributeError"):
+            pool.wait(timeout=60)
 
 
 def test_vector_env_parent_reads_spaces_without_a_simulator():

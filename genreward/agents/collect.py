@@ -136,9 +136,9 @@ def collect(
             explorer, buffer = explorer_for_task(task_id)
             expert = expert_policy(task) if plan.expert_fraction > 0 else None
 
-            def round_of(first: int):
-                """Round starting at episode ``first``: (episodes kept, active groups, env seeds)."""
-                n = min(num_envs, last_of_task - first)
+            def round_of(k: int):
+                """Round starting at episode ``k``: (episodes kept, active groups, env seeds)."""
+                n = min(num_envs, last_of_task - k)
                 # a round's spare envs (the task's last episodes are fewer than the envs) stay idle
                 # when a whole group is spare, and otherwise run padding episodes that are not kept
                 active = [g for g in groups if g[0] < n]
@@ -146,7 +146,7 @@ def collect(
                 return (
                     n,
                     active,
-                    [seed + first + i for i in range(n)] + [seed + 10_000_000 + first + i for i in range(m - n)],
+                    [seed + k + i for i in range(n)] + [seed + 10_000_000 + k + i for i in range(m - n)],
                 )
 
             with EnvPool(task, env_cfg, num_envs, num_envs, seed) as pool:

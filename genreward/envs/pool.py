@@ -105,7 +105,7 @@ def _worker(conn, task: str, cfg: EnvConfig, env_ids: list[int], seed: int, shar
                 conn.send_bytes(_error(f"{what} env {i}: {type(err).__name__}: {err}", traceback.format_exc()))
                 return
             conn.send_bytes(_DONE + struct.pack("<H", i))
-    except (EOFError, KeyboardInterrupt):  # the main process is gone or interrupted: just exit
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):  # the main process is gone or interrupted
         return
     finally:
         for env in envs.values():
@@ -157,16 +157,18 @@ class EnvPool:
             with worker_environment(), clear_mpi_env_vars():
                 for w in range(num_workers):
                     parent, child = ctx.Pipe()
+                    self._conns.append(parent)  # closed by close(), whatever happens next
                     ids = list(range(w, num_envs, num_workers))
-                    proc = ctx.Process(
-                        target=_worker,
-                        args=(child, task, cfg, ids, seed, shared),
-                        name=f"env-worker-{w}",
-                        daemon=True,
-                    )
-                    proc.start()
-                    child.close()
-                    self._conns.append(parent)
+                    try:
+                        proc = ctx.Process(
+                            target=_worker,
+                            args=(child, task, cfg, ids, seed, shared),
+                            name=f"env-worker-{w}",
+                            daemon=True,
+                        )
+                        proc.start()
+                    finally:
+                        child.close()  # the worker's end lives on in the worker only
                     self._procs.append(proc)
             # The first answer of each worker says its envs are made: commands sent before it
             # wait in the pipe, so a worker that is ready starts on them without waiting for
@@ -197,9 +199,10 @@ class EnvPool:
             self._send(int(i), _STEP, 0)
 
     def wait(self, timeout: float | None = None) -> list[int]:
-        """The envs whose command finished since the last call; blocks until there is one
-        (or ``timeout`` seconds pass: then ``[]``). Raises :class:`EnvWorkerError` if a worker
-        failed or died."""
+        """Envs whose command finished (at most one per worker per call, as many as are back);
+        blocks until there is one (or ``timeout`` seconds pass: then ``[]``). Raises
+        :class:`EnvWorkerError` if a worker failed or died; the pool is then of no further use
+        (close it)."""
         import time
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -214,16 +217,21 @@ class EnvPool:
                     ended.append(w)
                 elif (i := self._answer(w)) >= 0:
                     done.append(i)
+            for w in ended:  # a worker that ended: its answers still in the pipe, then its end
+                if not done and (i := self._answer(w)) >= 0:
+                    done.append(i)
             if done:
                 return done
-            for w in ended:  # a worker that ended without answering: raises
-                self._answer(w)
             if deadline is not None and time.monotonic() >= deadline:
                 return []
 
     def _send(self, env: int, op: bytes, seed: int) -> None:
         w = self.worker_of(env)
-        self._conns[w].send_bytes(_COMMAND.pack(op, env, seed))
+        try:
+            self._conns[w].send_bytes(_COMMAND.pack(op, env, seed))
+        except OSError:  # the worker is gone: its own error (or its end) is what to report
+            while True:
+                self._answer(w)  # raises once the pipe holds no more answers
         self._pending[w] += 1
 
     def _answer(self, w: int) -> int:
@@ -233,7 +241,7 @@ class EnvPool:
         except (EOFError, OSError):
             self._procs[w].join(timeout=5)
             raise EnvWorkerError(
-                f"env worker {w} ({self.task}) exited (code {self._procs[w].exitcode}) with commands pending; "
+                f"env worker {w} ({self.task}) exited (code {self._procs[w].exitcode}) without being asked to; "
                 "it was killed or ran out of memory"
             ) from None
         self._pending[w] -= 1

@@ -1,7 +1,9 @@
 """Vectorised Meta-World pixel envs: one process and one renderer per env (gymnasium's AsyncVectorEnv).
 
-Start-up is part of every collection's cost (a collector starts its env workers once per
-task), so the worker processes start light:
+:func:`make_vector_env` is the gymnasium vector-env API of the pixel envs; the lock-step
+collector uses the leaner :class:`genreward.envs.pool.EnvPool`, which shares
+:func:`worker_environment` with it. Start-up is part of every use's cost, so the worker
+processes start light:
 
 - ``AsyncVectorEnv`` builds one env in the parent only to read its spaces and metadata; here
   the parent gets :class:`SpacesOnlyEnv` instead (no MuJoCo model, no renderer). The vector
