@@ -371,6 +371,7 @@ def test_lock_step_collector_acts_per_group_as_steps_come_back_with_data_indepen
             self.round += 1
 
         def act(self, obs, step, rng, envs=None):
+            assert sys.getswitchinterval() <= 0.0005  # other threads give up the GIL soon
             if self.slow_env in envs:  # this group's agent is slow: the other group acts first
                 time.sleep(0.003)
             a = rng.uniform(-1, 1, (len(obs), ACTION_DIM)).astype(np.float32)
@@ -394,11 +395,12 @@ def test_lock_step_collector_acts_per_group_as_steps_come_back_with_data_indepen
     steps = env_cfg.agent_steps
     plan = Plan(["reach-v3"], episodes_per_task=episodes)
     groups = [tuple(int(e) for e in g) for g in env_groups(num_envs)]
-    data, explorers = [], []
+    data, explorers, switch_interval = [], [], sys.getswitchinterval()
     for run, slow_env in enumerate((0, num_envs - 1)):  # first one group slow, then the other
         w = EpisodeWriter(tmp_path / f"l{run}.zarr", {"run": run}, chunk_rows=21)
         explorer = Recording(slow_env)
         stats = collect(w, lambda task_id: (explorer, Buffer()), plan, env_cfg, num_envs, seed=5, update_every=4)
+        assert sys.getswitchinterval() == switch_interval  # restored
         w.finish({})
         data.append(ExplorationDataset(tmp_path / f"l{run}.zarr"))
         explorers.append(explorer)

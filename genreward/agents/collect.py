@@ -19,9 +19,11 @@ run collects the same episodes it would have collected without the kill:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -61,6 +63,26 @@ class Plan:
     def is_expert(self, k: int) -> bool:
         n_expert = int(round(self.expert_fraction * self.episodes_per_task))
         return (k % self.episodes_per_task) < n_expert
+
+
+# While the lock-step collector runs, a thread that holds the GIL (the episode writer, Zarr's
+# I/O thread) gives it up this soon after the main loop asks for it: the main loop answers a
+# worker whose step is back within this time, not within Python's default 5 ms. Measured on 2
+# cores, 2 workers, 16 episodes, interleaved: wall time 0.996, 0.932, 0.940, 0.904 of the
+# default's (median 0.936).
+GIL_SWITCH_INTERVAL = 0.0005
+
+
+@contextlib.contextmanager
+def _gil_switch_interval(seconds: float) -> Iterator[None]:
+    """The interpreter's thread switch interval at most ``seconds`` inside the block (it is one
+    setting per process), restored afterwards."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, seconds))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def env_groups(num_envs: int) -> list[np.ndarray]:
@@ -128,7 +150,7 @@ def collect(
             if progress is not None:
                 progress(count)
 
-    with writes:
+    with writes, _gil_switch_interval(GIL_SWITCH_INTERVAL):
         while k < plan.total:
             task_id = plan.task_id(k)
             task = plan.tasks[task_id]
