@@ -253,13 +253,12 @@ def _round(
 
     Returns ``(frames, states, actions, successes)`` (one row per env), the seconds spent
     updating, and the envs whose reset for the next round is back already."""
-    steps, stack_len = env_cfg.agent_steps, 3 * env_cfg.frame_stack
+    steps, stack = env_cfg.agent_steps, env_cfg.frame_stack
     m = int(groups[-1][-1]) + 1
     frames = np.empty((m, steps + 1) + pool.frames.shape[1:], np.uint8)
     states = np.empty((m, steps + 1) + pool.states.shape[1:], np.float32)
     actions = np.empty((m, steps) + pool.actions.shape[1:], np.float32)
     successes = np.zeros((m, steps + 1), bool)
-    stacks = np.empty((m, stack_len) + pool.frames.shape[2:], np.uint8)  # each env's frame stack, oldest first
     group_of = np.concatenate([np.full(len(g), gi) for gi, g in enumerate(groups)])
     t_next = [0] * len(groups)  # the step each group acts for next (the row its in-flight command returns)
     waiting = [len(g) for g in groups]  # envs of each group whose command is in flight (the resets first)
@@ -272,11 +271,6 @@ def _round(
             return
         gi, t = group_of[i], t_next[group_of[i]]
         frames[i, t], states[i, t], successes[i, t] = pool.frames[i], pool.states[i], t and pool.successes[i]
-        if t == 0:
-            stacks[i] = np.tile(pool.frames[i], (stack_len // 3, 1, 1))
-        else:
-            stacks[i, :-3] = stacks[i, 3:]
-            stacks[i, -3:] = pool.frames[i]
         waiting[gi] -= 1
         if not waiting[gi] and t == steps and following is not None:  # the group's round is over
             ahead = [int(e) for e in groups[gi] if e < len(following)]
@@ -293,7 +287,10 @@ def _round(
             t = t_next[gi]
             if not waiting[gi] and t <= barrier:
                 lo, hi = int(g[0]), int(g[-1]) + 1  # groups are contiguous
-                actions[lo:hi, t] = act(gi, {"pixels": stacks[lo:hi], "state": states[lo:hi, t]}, t)
+                # the observation: frames t-stack+1 .. t, oldest first, the first one repeated
+                recent = frames[lo:hi, np.maximum(np.arange(t - stack + 1, t + 1), 0)]
+                pixels = recent.reshape((hi - lo, 3 * stack) + frames.shape[3:])
+                actions[lo:hi, t] = act(gi, {"pixels": pixels, "state": states[lo:hi, t]}, t)
                 pool.step(g, actions[lo:hi, t])
                 t_next[gi], waiting[gi] = t + 1, len(g)
         if all(t == barrier + 1 for t in t_next):  # every group's step `barrier` is in flight

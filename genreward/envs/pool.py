@@ -28,6 +28,7 @@ import numpy as np
 from genreward.envs.config import ACTION_DIM, STATE_DIM, EnvConfig
 
 _COMMAND = struct.Struct("<cHq")  # operation, env index, reset seed
+_FINISHED = struct.Struct("<cH")  # _DONE, the env index (the start-up answer is _DONE alone)
 _STEP, _RESET, _CLOSE = b"s", b"r", b"q"
 _DONE, _ERROR = b"k", b"e"
 
@@ -104,7 +105,7 @@ def _worker(conn, task: str, cfg: EnvConfig, env_ids: list[int], seed: int, shar
                 what = "resetting" if op == _RESET else "stepping"
                 conn.send_bytes(_error(f"{what} env {i}: {type(err).__name__}: {err}", traceback.format_exc()))
                 return
-            conn.send_bytes(_DONE + struct.pack("<H", i))
+            conn.send_bytes(_FINISHED.pack(_DONE, i))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):  # the main process is gone or interrupted
         return
     finally:
@@ -150,7 +151,11 @@ class EnvPool:
             _view(shared[k]) for k in ("frames", "states", "successes", "actions")
         )
         self._conns, self._procs = [], []
-        self._pending: list[int] = [0] * num_workers  # commands sent to each worker, not answered
+        # Commands sent to each worker and not answered yet. The first answer of each worker says
+        # its envs are made: commands sent before it wait in the pipe, so a worker that is ready
+        # starts on them without waiting for the others (a failure to make the envs is raised by
+        # the first wait()).
+        self._pending = [1] * num_workers
         self.closed, self._stopping = False, False
         try:
             # MPI variables (set under srun) would make the workers' libraries think they are MPI ranks
@@ -170,10 +175,6 @@ class EnvPool:
                     finally:
                         child.close()  # the worker's end lives on in the worker only
                     self._procs.append(proc)
-            # The first answer of each worker says its envs are made: commands sent before it
-            # wait in the pipe, so a worker that is ready starts on them without waiting for
-            # the others (a failure to make the envs is raised by the first wait()).
-            self._pending = [1] * num_workers
             self._poller = select.poll()  # one for the pool's life: no selector built per wait
             self._fds: dict[int, tuple[int, bool]] = {}  # fd -> (worker, is its process sentinel)
             for w, (conn, proc) in enumerate(zip(self._conns, self._procs)):
@@ -250,7 +251,7 @@ class EnvPool:
             err = EnvWorkerError(f"env worker {w} ({self.task}) failed {summary}")
             err.add_note(f"the worker's traceback:\n{details}")
             raise err
-        return -1 if len(msg) == 1 else struct.unpack("<H", msg[1:])[0]
+        return -1 if len(msg) == 1 else _FINISHED.unpack(msg)[1]
 
     def close(self, terminate: bool = False, wait: bool = True) -> None:
         """Stop the workers (each frees its envs, after the commands it was sent). ``wait=False``
@@ -260,7 +261,7 @@ class EnvPool:
             return
         if not (terminate or self._stopping):
             self._stopping = True
-            for conn, proc in zip(self._conns, self._procs):
+            for conn in self._conns:
                 try:
                     conn.send_bytes(_COMMAND.pack(_CLOSE, 0, 0))
                 except OSError:  # a worker that is gone
