@@ -9,7 +9,9 @@ in two groups, acting for one group while the other steps) are both held to
 it; the lock-step collector's rate of resets and steps alone is printed too. Each repeat
 measures the raw rate before, between and after the two collectors (which take turns going
 first); a collector's baseline is the mean of the raw rates just before and after it, and the
-medians over the repeats are the result.
+medians over the repeats are the result. The env workers' fork server (started once per process,
+genreward.envs.vector.worker_processes) is started before the first measurement, as it is after a
+stage's first collection.
 
     python benchmarks/collection_throughput.py [--workers 2] [--episodes-per-worker 8] [--size 64] [--repeats 4]
 
@@ -75,6 +77,26 @@ def concurrent_raw_rate(task: str, size: int, steps: int, processes: int) -> flo
     return float(sum(rates))
 
 
+def descendants_cpu() -> float:
+    """CPU seconds of this process's descendants, finished or running (Linux): its finished
+    children's, plus each running child's own and its finished children's. Env workers forked
+    from the fork server are its children, not ours: the server's share counts them once they
+    end."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total, me, tick = kids.ru_utime + kids.ru_stime, os.getpid(), os.sysconf("SC_CLK_TCK")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == me:  # fields from the state on: ppid, ..., utime, stime, cutime, cstime
+            total += sum(int(x) for x in fields[11:15]) / tick
+    return total
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
@@ -94,9 +116,9 @@ def main() -> None:
     episodes = args.workers * args.episodes_per_worker
     plan = Plan([args.task], episodes)
 
-    def cpu_seconds() -> tuple[float, float]:  # this process's, and its finished children's
-        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+    def cpu_seconds() -> tuple[float, float]:  # this process's, and all its descendants'
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return own.ru_utime + own.ru_stime, descendants_cpu()
 
     def run(which: str):
         """(stats, wall seconds, main-process CPU seconds, worker CPU seconds) of one collection."""
@@ -113,6 +135,16 @@ def main() -> None:
             wall = time.perf_counter() - t0
         cpu1 = cpu_seconds()  # the workers have exited: their CPU time is counted
         return stats, wall, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+
+    # The env workers are forked from a server that has Meta-World loaded, started once per
+    # process (the stage collects several times in one process): started here, before any timing.
+    from genreward.envs.pool import EnvPool
+
+    t0 = time.perf_counter()
+    with EnvPool(args.task, env_cfg, 1, 1) as pool:
+        pool.reset([0], [0])
+        pool.wait()
+    print(f"worker fork server started and one env worker made in {time.perf_counter() - t0:.2f} s (once per process)")
 
     # Raw rate before, between and after the collectors of each repeat; a collector's baseline is
     # the mean of the raw rates measured just before and just after it (the machine's speed drifts

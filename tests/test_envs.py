@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -348,6 +349,53 @@ def test_genreward_loads_torch_only_when_needed_and_env_workers_render_on_one_th
     with worker_environment():
         assert os.environ["LP_NUM_THREADS"] == "0"
     assert "LP_NUM_THREADS" not in os.environ
+
+
+class _EnvironmentReader:
+    """A run_jobs worker: answers a job (a variable's name) with the variable's value in the
+    worker; its close leaves a file named after the worker's pid."""
+
+    def __init__(self, marks: str):
+        self.marks = marks
+
+    def __call__(self, name: str):
+        return name, os.environ.get(name), os.getpid()
+
+    def close(self):
+        with open(os.path.join(self.marks, f"closed-{os.getpid()}"), "w"):
+            pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is used on Linux")
+def test_env_workers_run_with_the_environment_of_their_start_and_close_when_they_end(monkeypatch, tmp_path):
+    from functools import partial
+
+    from genreward.envs import gl
+    from genreward.envs.vector import worker_environment, worker_processes
+    from genreward.envs.workers import run_jobs
+
+    with worker_processes() as (ctx, _):
+        assert ctx.get_start_method() == "forkserver"  # Linux: forked from the (now running) server
+    with worker_environment():
+        blas = os.environ["OPENBLAS_NUM_THREADS"]
+    # set after the server started: the workers still see it (they adopt the caller's environment)
+    monkeypatch.setenv("GENREWARD_TEST_VALUE", "set-after-the-server-started")
+    names = ["GENREWARD_TEST_VALUE", "OPENBLAS_NUM_THREADS"] * 3
+    got = list(run_jobs(partial(_EnvironmentReader, str(tmp_path)), names, workers=2))
+    assert sorted(v[:2] for v in got) == sorted(
+        [("GENREWARD_TEST_VALUE", "set-after-the-server-started"), ("OPENBLAS_NUM_THREADS", blas)] * 3
+    )
+    pids = {pid for _, _, pid in got}
+    assert os.getpid() not in pids
+    # both workers' close ran as they ended (run_jobs returns after the workers ended; a worker
+    # may have answered no job)
+    closed = {int(p.name.removeprefix("closed-")) for p in tmp_path.iterdir()}
+    assert len(closed) == 2 and pids <= closed and os.getpid() not in closed
+    # a variable read when the server's modules loaded differs now: the workers are spawned
+    other = "osmesa" if gl.configure().name != "osmesa" else "egl"
+    monkeypatch.setenv("MUJOCO_GL", other)
+    with worker_processes() as (ctx, environ):
+        assert ctx.get_start_method() == "spawn" and environ["MUJOCO_GL"] == other
 
 
 def test_gl_respects_user_setting(monkeypatch):

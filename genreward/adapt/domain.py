@@ -81,7 +81,7 @@ class ClipWorker(ExpertEnvs):
 def render_clips(
     jobs: list[ClipJob], cfg: DomainVideoConfig, env_cfg: EnvConfig, workers: int = 1, progress: bool = False
 ):
-    """Yield a :class:`Clip` per job (any order), in ``workers`` spawned processes (1: inline)."""
+    """Yield a :class:`Clip` per job (any order), in ``workers`` worker processes (1: inline)."""
     from functools import partial
 
     from genreward.envs.workers import run_jobs

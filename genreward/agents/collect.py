@@ -361,7 +361,6 @@ def collect_policy_free(
     import time
     from functools import partial
 
-    from genreward.envs.vector import worker_environment
     from genreward.envs.workers import run_jobs
 
     stats = CollectStats()
@@ -374,9 +373,8 @@ def collect_policy_free(
     pending: dict[int, Episode] = {}
     nxt = first
     t0 = time.perf_counter()
-    spawned = worker_environment() if num_workers > 1 else contextlib.nullcontext()
     results = run_jobs(partial(PolicyFreeWorker, env_cfg, seed, expert_noise), jobs, num_workers)
-    with spawned, contextlib.closing(results):  # an error here stops the workers too
+    with contextlib.closing(results):  # an error here stops the workers too
         for index, episode in results:
             pending[index] = episode
             while nxt in pending:

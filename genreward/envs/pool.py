@@ -1,7 +1,7 @@
 """Pixel envs in worker processes with a lean per-step exchange, several envs per process.
 
 The lock-step collector's envs (:func:`genreward.agents.collect.collect`): ``num_workers``
-spawned processes holding ``num_envs`` envs between them, env ``i`` in worker
+worker processes holding ``num_envs`` envs between them, env ``i`` in worker
 ``i % num_workers``. Per step the main process writes an env's action into shared memory and
 sends a few bytes naming the env; the worker steps it, writes the newest frame, the state and
 the success flag into shared memory and answers with the env's index. Nothing else crosses the
@@ -10,8 +10,9 @@ copy of the observation in between. A worker runs its commands in the order they
 two envs per worker the main process acts for one while the worker steps the other and the
 worker does not wait for actions.
 
-Workers start light and render on one thread each, as gymnasium's vector env workers do here
-(:mod:`genreward.envs.vector`: no torch, ``LP_NUM_THREADS=0``, one torch thread), and run
+Workers start light and render on one thread each (:func:`genreward.envs.vector.worker_processes`:
+forked from a server that has Meta-World loaded, no torch, ``LP_NUM_THREADS=0``, one torch
+thread), and run
 under Linux's batch scheduling policy (:func:`_batch_scheduling`). A worker that raises
 answers with its error, which :meth:`EnvPool.wait` raises in the main process; a worker that
 dies (killed, out of memory) is noticed by its process sentinel.
@@ -66,9 +67,11 @@ def _batch_scheduling() -> None:
         pass
 
 
-def _worker(conn, task: str, cfg: EnvConfig, env_ids: list[int], seed: int, shared: dict) -> None:
+def _worker(conn, environ: dict, task: str, cfg: EnvConfig, env_ids: list[int], seed: int, shared: dict) -> None:
+    from genreward.envs.vector import adopt_environment
     from genreward.runtime import configure_worker
 
+    adopt_environment(environ)
     configure_worker()  # one torch thread, if anything imports torch
     _batch_scheduling()
     import traceback
@@ -114,38 +117,34 @@ def _worker(conn, task: str, cfg: EnvConfig, env_ids: list[int], seed: int, shar
 
 
 class EnvPool:
-    """``num_envs`` pixel envs of one task in ``num_workers`` spawned processes.
+    """``num_envs`` pixel envs of one task in ``num_workers`` worker processes.
 
     ``frames`` (uint8 ``[num_envs, 3, H, W]``, each env's newest frame, upright), ``states``
     (float32 ``[num_envs, STATE_DIM]``) and ``successes`` (bool ``[num_envs]``, success on the
     last step; False after a reset) are shared memory: env ``i``'s entries hold the result of
     its last finished command until the next command for it is sent. Env ``i`` is made with seed
-    ``seed + i``. Use as a context manager, or call :meth:`close`.
+    ``seed + i``. Use as a context manager, or call :meth:`close`. ``context`` names a
+    multiprocessing start method to use instead of :func:`~genreward.envs.vector.worker_processes`'s.
     """
 
     def __init__(
-        self, task: str, cfg: EnvConfig, num_envs: int, num_workers: int, seed: int = 0, context: str = "spawn"
+        self, task: str, cfg: EnvConfig, num_envs: int, num_workers: int, seed: int = 0, context: str | None = None
     ):
         import multiprocessing as mp
 
-        from gymnasium.vector.utils import clear_mpi_env_vars
-
-        from genreward.envs import gl
         from genreward.envs.tasks import check_task
-        from genreward.envs.vector import worker_environment
+        from genreward.envs.vector import worker_processes
 
-        gl.configure()  # the workers inherit MUJOCO_GL through the environment
         task = check_task(task)
         if num_workers < 1 or num_envs < num_workers:
             raise ValueError(f"EnvPool: needs 1 <= num_workers <= num_envs, got {num_workers} workers, {num_envs} envs")
         self.task, self.cfg, self.num_envs, self.num_workers = task, cfg, num_envs, num_workers
-        ctx = mp.get_context(context)
         size = cfg.image_size
-        shared = {
-            "frames": _shared(ctx, "B", (num_envs, 3, size, size), np.uint8),
-            "states": _shared(ctx, "f", (num_envs, STATE_DIM), np.float32),
-            "successes": _shared(ctx, "B", (num_envs,), np.bool_),
-            "actions": _shared(ctx, "f", (num_envs, ACTION_DIM), np.float32),
+        shared = {  # plain shared memory (no lock), whatever the start method
+            "frames": _shared(mp, "B", (num_envs, 3, size, size), np.uint8),
+            "states": _shared(mp, "f", (num_envs, STATE_DIM), np.float32),
+            "successes": _shared(mp, "B", (num_envs,), np.bool_),
+            "actions": _shared(mp, "f", (num_envs, ACTION_DIM), np.float32),
         }
         self.frames, self.states, self.successes, self.actions = (
             _view(shared[k]) for k in ("frames", "states", "successes", "actions")
@@ -158,8 +157,9 @@ class EnvPool:
         self._pending = [1] * num_workers
         self.closed, self._stopping = False, False
         try:
-            # MPI variables (set under srun) would make the workers' libraries think they are MPI ranks
-            with worker_environment(), clear_mpi_env_vars():
+            with worker_processes() as (ctx, environ):
+                if context is not None:
+                    ctx = mp.get_context(context)
                 for w in range(num_workers):
                     parent, child = ctx.Pipe()
                     self._conns.append(parent)  # closed by close(), whatever happens next
@@ -167,7 +167,7 @@ class EnvPool:
                     try:
                         proc = ctx.Process(
                             target=_worker,
-                            args=(child, task, cfg, ids, seed, shared),
+                            args=(child, environ, task, cfg, ids, seed, shared),
                             name=f"env-worker-{w}",
                             daemon=True,
                         )

@@ -240,7 +240,7 @@ class ProbeWorker(ExpertEnvs):
 def run_probes(
     jobs: list[ProbeJob], env_cfg: EnvConfig, cfg: ProbeConfig, workers: int = 1, progress: bool = False
 ) -> Iterator[ProbeEpisode]:
-    """Yield a :class:`ProbeEpisode` per job (any order), in ``workers`` spawned processes (1: inline)."""
+    """Yield a :class:`ProbeEpisode` per job (any order), in ``workers`` worker processes (1: inline)."""
     from functools import partial
 
     from genreward.envs.workers import run_jobs

@@ -1,10 +1,11 @@
-"""Env jobs in spawned worker processes, each holding its own envs (and GL contexts).
+"""Env jobs in worker processes, each holding its own envs (and GL contexts).
 
 :func:`run_jobs` yields ``worker(job)`` for every job, in any order (jobs start in their order,
 at most two per worker ahead), with ``worker`` built once per process by ``make_worker`` (a
 picklable callable, e.g. ``functools.partial(ClipWorker, cfg, env_cfg)``); ``workers <= 1`` runs
-inline. Workers are spawned, never forked: a forked child must not inherit a live GL context.
-Each worker's ``close()`` frees its envs. Each worker process runs one torch thread
+inline. The workers start as :func:`genreward.envs.vector.worker_processes` says (forked from a
+server that never renders: no worker inherits a GL context). Each worker's ``close()`` frees its
+envs when the process ends. Each worker process runs one torch thread
 (:func:`genreward.runtime.configure_worker`). :func:`rollout` is the one episode loop of the
 workers that run whole episodes (probes, policy-free exploration).
 """
@@ -17,36 +18,32 @@ from typing import Any, Callable, Iterable, Iterator
 _WORKER: Any = None
 
 
-def _init_worker(make_worker: Callable[[], Any]) -> None:
+def _init_worker(make_worker: Callable[[], Any], environ: dict[str, str]) -> None:
     global _WORKER
-    import atexit
+    from multiprocessing.util import Finalize
 
+    from genreward.envs.vector import adopt_environment
     from genreward.runtime import configure_worker
 
+    adopt_environment(environ)
     configure_worker()  # one torch thread, before the worker's first torch work
     _WORKER = make_worker()
-    atexit.register(_WORKER.close)  # free GL contexts before the interpreter tears down
+    # Run as the worker process ends, before the interpreter's exit handlers (a GL library's
+    # own, e.g. EGL's eglTerminate, would end the display under the contexts still open: every
+    # worker printed a traceback at exit), and also where the process ends without them (a
+    # worker forked from the server leaves with os._exit).
+    Finalize(_WORKER, _WORKER.close, exitpriority=10)
 
 
 def _run_job(job: Any) -> Any:
-    import atexit
-
     assert _WORKER is not None
-    try:
-        return _WORKER(job)
-    finally:
-        # The job may have opened this process's first GL context, whose library then registered
-        # its own exit handler (EGL: eglTerminate). Exit handlers run last in, first out:
-        # re-register the worker's close so that it frees its contexts before that handler ends
-        # the display (else every worker printed a traceback at exit).
-        atexit.unregister(_WORKER.close)
-        atexit.register(_WORKER.close)
+    return _WORKER(job)
 
 
 def run_jobs(
     make_worker: Callable[[], Any], jobs: Iterable[Any], workers: int = 1, progress: bool = False, desc: str = "jobs"
 ) -> Iterator[Any]:
-    """Yield ``worker(job)`` per job (any order), in ``workers`` spawned processes (1: inline)."""
+    """Yield ``worker(job)`` per job (any order), in ``workers`` worker processes (1: inline)."""
     from genreward.progress import progress_bar
 
     jobs = list(jobs)
@@ -61,16 +58,22 @@ def run_jobs(
             worker.close()
             bar.close()
         return
-    import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    from genreward.envs.vector import worker_processes
+
     todo = iter(jobs)
-    with ProcessPoolExecutor(
-        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(make_worker,)
-    ) as pool:
+    with worker_processes() as (ctx, environ):
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(make_worker, environ))
         # At most 2 jobs per worker in flight, in job order: a result is dropped once handed out,
-        # so a long run holds a few results in memory, not all of them.
-        running = {pool.submit(_run_job, job) for job in itertools.islice(todo, 2 * workers)}
+        # so a long run holds a few results in memory, not all of them. These first submissions
+        # start the workers, inside this block.
+        try:
+            running = {pool.submit(_run_job, job) for job in itertools.islice(todo, 2 * workers)}
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    with pool:
         try:
             while running:
                 done, running = wait(running, return_when=FIRST_COMPLETED)
