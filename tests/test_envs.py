@@ -398,6 +398,55 @@ def test_env_workers_run_with_the_environment_of_their_start_and_close_when_they
         assert ctx.get_start_method() == "spawn" and environ["MUJOCO_GL"] == other
 
 
+_FOREIGN_SERVER = """
+import multiprocessing as mp, time
+if __name__ == "__main__":
+    p = mp.get_context("forkserver").Process(target=time.sleep, args=(0,))  # someone else's use first
+    p.start()
+    p.join()
+    from genreward.envs.vector import worker_processes
+    with worker_processes() as (ctx, _):
+        print(ctx.get_start_method())
+"""
+
+_DEAD_SERVER = """
+import os, signal, time
+import numpy as np
+if __name__ == "__main__":
+    from multiprocessing import forkserver
+    from genreward.envs.config import EnvConfig
+    from genreward.envs.pool import EnvPool
+    from genreward.envs.vector import worker_processes
+    with EnvPool("reach-v3", EnvConfig(image_size=32), 2, 2) as pool:
+        pool.reset([0, 1], [0, 1])
+        got = []
+        while len(got) < 2:
+            got += pool.wait()
+        os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
+        time.sleep(0.5)
+        pool.step([1], np.zeros((1, 4), np.float32))
+        print(pool.wait(timeout=20))  # env 1's step, though the server that forked its worker is gone
+    with worker_processes() as (ctx, _):
+        print(ctx.get_start_method())  # started again
+    with EnvPool("reach-v3", EnvConfig(image_size=32), 1, 1) as pool:
+        pool.reset([0], [0])
+        print(pool.wait(timeout=60))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is used on Linux")
+def test_env_workers_are_spawned_when_the_fork_server_is_not_ours_and_outlive_its_death():
+    import subprocess
+
+    def run(code: str) -> list[str]:
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        return res.stdout.split()
+
+    assert run(_FOREIGN_SERVER) == ["spawn"]  # its modules and environment are not the workers'
+    assert run(_DEAD_SERVER) == ["[1]", "forkserver", "[0]"]  # answered, not hung; started again
+
+
 def test_gl_respects_user_setting(monkeypatch):
     from genreward.envs import gl
 

@@ -20,6 +20,7 @@ dies (killed, out of memory) is noticed by its process sentinel.
 
 from __future__ import annotations
 
+import os
 import select
 import struct
 from typing import Iterable, Sequence
@@ -59,8 +60,6 @@ def _batch_scheduling() -> None:
     sending commands, which then waited for the next scheduler tick (measured on 2 cores, two
     workers: ~1 % of sends took 1-8 ms, 0.2-0.3 s in all per 4,096 env steps; with this the
     longest took 2.5-2.9 ms, and those over 1 ms 3-4 ms in all)."""
-    import os
-
     try:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except (AttributeError, OSError):  # not Linux, or not allowed here: the default policy
@@ -149,7 +148,7 @@ class EnvPool:
         self.frames, self.states, self.successes, self.actions = (
             _view(shared[k]) for k in ("frames", "states", "successes", "actions")
         )
-        self._conns, self._procs = [], []
+        self._conns, self._procs, self._pidfds = [], [], []
         # Commands sent to each worker and not answered yet. The first answer of each worker says
         # its envs are made: commands sent before it wait in the pipe, so a worker that is ready
         # starts on them without waiting for the others (a failure to make the envs is raised by
@@ -176,14 +175,25 @@ class EnvPool:
                         child.close()  # the worker's end lives on in the worker only
                     self._procs.append(proc)
             self._poller = select.poll()  # one for the pool's life: no selector built per wait
-            self._fds: dict[int, tuple[int, bool]] = {}  # fd -> (worker, is its process sentinel)
+            self._fds: dict[int, tuple[int, bool]] = {}  # fd -> (worker, is its process's end)
             for w, (conn, proc) in enumerate(zip(self._conns, self._procs)):
-                for fd, sentinel in ((conn.fileno(), False), (proc.sentinel, True)):
+                for fd, sentinel in ((conn.fileno(), False), (self._end_fd(proc), True)):
                     self._poller.register(fd, select.POLLIN)
                     self._fds[fd] = (w, sentinel)
         except BaseException:
             self.close(terminate=True)
             raise
+
+    def _end_fd(self, proc) -> int:
+        """A file descriptor that reads as ready once ``proc`` has ended. On Linux a pidfd: the
+        sentinel of a worker forked from the fork server is the server's status pipe, which
+        also reads as ready if the server dies while the worker runs."""
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # not Linux (>= 5.3), or the process is gone already
+            return proc.sentinel
+        self._pidfds.append(fd)
+        return fd
 
     def worker_of(self, env: int) -> int:
         return env % self.num_workers
@@ -276,6 +286,8 @@ class EnvPool:
                 proc.terminate()
                 proc.join(timeout=5)
             conn.close()
+        for fd in self._pidfds:
+            os.close(fd)
 
     def __enter__(self) -> "EnvPool":
         return self

@@ -33,15 +33,18 @@ from genreward.envs.config import EnvConfig
 from genreward.envs.tasks import check_task
 
 # Set in the workers' environment: (name, value, whether a value already set is kept). One
-# OpenBLAS thread: numpy's and scipy's OpenBLAS otherwise start an idle thread each per worker
-# (and in the fork server, which must not hold threads when it forks).
-WORKER_ENVIRONMENT = (("LP_NUM_THREADS", "0", True), ("OPENBLAS_NUM_THREADS", "1", True))
-# Imported once by the fork server the workers start from (see worker_processes).
+# OpenBLAS thread, always: numpy's and scipy's OpenBLAS would otherwise start idle threads in
+# every worker, and in the fork server, which must hold no threads when it forks.
+WORKER_ENVIRONMENT = (("LP_NUM_THREADS", "0", True), ("OPENBLAS_NUM_THREADS", "1", False))
+# Imported once by the fork server the workers start from (genreward.envs._preload; see
+# worker_processes).
 WORKER_PRELOAD = ("numpy", "metaworld", "genreward.envs.metaworld_env", "genreward.envs.pool", "genreward.envs.probes")
 # Read when those modules load: a worker forked from the server keeps the values it had then.
-_LOAD_TIME_VARIABLES = ("MUJOCO_GL", "PYOPENGL_PLATFORM", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-_fork_server: dict[str, tuple] = {}  # the load-time variables our fork server started with
-_fork_server_lock = threading.Lock()
+_LOAD_TIME_VARIABLES = ("MUJOCO_GL", "PYOPENGL_PLATFORM")
+# Our fork server: the load-time variables it started with and its pid, or "foreign": True when
+# something else had started multiprocessing's fork server first.
+_fork_server: dict[str, Any] = {}
+_fork_server_lock = threading.RLock()  # also keeps two threads from changing os.environ at once
 
 
 def _spaces_only_env(cfg: EnvConfig):
@@ -107,35 +110,55 @@ def worker_processes() -> Iterator[tuple[Any, dict[str, str]]]:
     no GL context is ever forked, the reason workers were never plain forks of the main
     process. A worker forked from the server would still carry the environment the server
     started with, hence :func:`adopt_environment`; the variables read when the preloaded modules
-    load (``MUJOCO_GL``, ``PYOPENGL_PLATFORM``, the BLAS thread counts) cannot change afterwards,
-    so if they differ from the server's the workers are spawned instead. Elsewhere they are spawned
-    (on macOS a fork after the system's frameworks have loaded is not safe). The fork server is
-    ``multiprocessing``'s one per process: its preload list is set here, and a server something
-    else started first is used as it is (its workers then import what they need). MPI variables
-    (set under ``srun``) are cleared, or the workers' libraries would think they are MPI ranks.
+    load (``MUJOCO_GL``, ``PYOPENGL_PLATFORM``) cannot change afterwards, so if they differ from
+    the server's the workers are spawned instead. Elsewhere they are spawned (on macOS a fork
+    after the system's frameworks have loaded is not safe). The fork server is
+    ``multiprocessing``'s one per process: if something else started it first (with its own
+    modules and environment), the workers are spawned; if it died, it is started again here. A
+    module that fails to load in the server is left to the workers, whose error then says what
+    is wrong. MPI variables (set under ``srun``) are cleared, or the workers' libraries would
+    think they are MPI ranks. One thread at a time runs this block.
     """
-    import multiprocessing as mp
-
     from gymnasium.vector.utils import clear_mpi_env_vars
 
     from genreward.envs import gl
 
     gl.configure()  # MUJOCO_GL is read when mujoco loads: set before the server imports it
-    with worker_environment(), clear_mpi_env_vars():
+    with _fork_server_lock, worker_environment(), clear_mpi_env_vars():
         environ = dict(os.environ)
-        loaded = tuple(environ.get(name) for name in _LOAD_TIME_VARIABLES)
-        ctx = mp.get_context("spawn")
-        if sys.platform.startswith("linux"):
-            with _fork_server_lock:
-                if not _fork_server:
-                    from multiprocessing import forkserver
+        yield _start_context(environ), environ
 
-                    mp.set_forkserver_preload(list(WORKER_PRELOAD))
-                    forkserver.ensure_running()  # imports in the background; the first fork waits
-                    _fork_server["loaded"] = loaded
-            if _fork_server["loaded"] == loaded:
-                ctx = mp.get_context("forkserver")
-        yield ctx, environ
+
+def _server_pid() -> int | None:
+    from multiprocessing import forkserver
+
+    return getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+
+
+def _start_context(environ: dict[str, str]):
+    """The fork server's context if it is ours and was started with ``environ``'s load-time
+    variables, else spawn (see :func:`worker_processes`)."""
+    import multiprocessing as mp
+
+    if not sys.platform.startswith("linux"):
+        return mp.get_context("spawn")
+    loaded = tuple(environ.get(name) for name in _LOAD_TIME_VARIABLES)
+    from multiprocessing import forkserver
+
+    if not _fork_server:
+        if _server_pid() is not None:  # started by something else, with its modules and environment
+            _fork_server["foreign"] = True
+        else:
+            mp.set_forkserver_preload(["genreward.envs._preload"])
+            forkserver.ensure_running()  # imports in the background; the first fork waits
+            _fork_server.update(loaded=loaded, pid=_server_pid())
+    elif not _fork_server.get("foreign") and _fork_server["pid"] == _server_pid():
+        forkserver.ensure_running()  # ours: if it died, it starts again here, as ours
+        if _server_pid() != _fork_server["pid"]:
+            _fork_server.update(loaded=loaded, pid=_server_pid())
+    # A server started again elsewhere (after it died) is not ours any more: spawn from then on.
+    ours = not _fork_server.get("foreign") and _fork_server["pid"] == _server_pid()
+    return mp.get_context("forkserver" if ours and _fork_server["loaded"] == loaded else "spawn")
 
 
 def adopt_environment(environ: dict[str, str]) -> None:

@@ -32,7 +32,7 @@ def _init_worker(make_worker: Callable[[], Any], environ: dict[str, str]) -> Non
     # own, e.g. EGL's eglTerminate, would end the display under the contexts still open: every
     # worker printed a traceback at exit), and also where the process ends without them (a
     # worker forked from the server leaves with os._exit).
-    Finalize(_WORKER, _WORKER.close, exitpriority=10)
+    Finalize(None, _WORKER.close, exitpriority=10)
 
 
 def _run_job(job: Any) -> Any:
@@ -67,7 +67,8 @@ def run_jobs(
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(make_worker, environ))
         # At most 2 jobs per worker in flight, in job order: a result is dropped once handed out,
         # so a long run holds a few results in memory, not all of them. These first submissions
-        # start the workers, inside this block.
+        # start the workers inside this block (the executor starts one per submission unless one
+        # is idle; any started later still adopt `environ`).
         try:
             running = {pool.submit(_run_job, job) for job in itertools.islice(todo, 2 * workers)}
         except BaseException:
