@@ -12,10 +12,9 @@ worker does not wait for actions.
 
 Workers start light and render on one thread each (:func:`genreward.envs.vector.worker_processes`:
 forked from a server that has Meta-World loaded, no torch, ``LP_NUM_THREADS=0``, one torch
-thread), and run
-under Linux's batch scheduling policy (:func:`_batch_scheduling`). A worker that raises
-answers with its error, which :meth:`EnvPool.wait` raises in the main process; a worker that
-dies (killed, out of memory) is noticed by its process sentinel.
+thread), and run under Linux's batch scheduling policy (:func:`_batch_scheduling`). A worker
+that raises answers with its error, which :meth:`EnvPool.wait` raises in the main process; a
+worker that dies (killed, out of memory) is noticed through a pidfd (:meth:`EnvPool._end_fd`).
 """
 
 from __future__ import annotations

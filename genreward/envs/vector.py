@@ -139,22 +139,19 @@ def _start_context(environ: dict[str, str]):
     """The fork server's context if it is ours and was started with ``environ``'s load-time
     variables, else spawn (see :func:`worker_processes`)."""
     import multiprocessing as mp
+    from multiprocessing import forkserver
 
     if not sys.platform.startswith("linux"):
         return mp.get_context("spawn")
     loaded = tuple(environ.get(name) for name in _LOAD_TIME_VARIABLES)
-    from multiprocessing import forkserver
-
-    if not _fork_server:
-        if _server_pid() is not None:  # started by something else, with its modules and environment
-            _fork_server["foreign"] = True
-        else:
-            mp.set_forkserver_preload(["genreward.envs._preload"])
-            forkserver.ensure_running()  # imports in the background; the first fork waits
-            _fork_server.update(loaded=loaded, pid=_server_pid())
-    elif not _fork_server.get("foreign") and _fork_server["pid"] == _server_pid():
-        forkserver.ensure_running()  # ours: if it died, it starts again here, as ours
-        if _server_pid() != _fork_server["pid"]:
+    if not _fork_server and _server_pid() is not None:
+        _fork_server["foreign"] = True  # started by something else, with its modules and environment
+    if not _fork_server.get("foreign") and _fork_server.get("pid") == _server_pid():
+        # ours, or none yet: started here (again, as ours, if it died); the server imports in the
+        # background and the first fork waits for it
+        mp.set_forkserver_preload(["genreward.envs._preload"])
+        forkserver.ensure_running()
+        if "pid" not in _fork_server or _server_pid() != _fork_server["pid"]:
             _fork_server.update(loaded=loaded, pid=_server_pid())
     # A server started again elsewhere (after it died) is not ours any more: spawn from then on.
     ours = not _fork_server.get("foreign") and _fork_server["pid"] == _server_pid()
