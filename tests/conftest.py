@@ -30,6 +30,19 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return max(1, min(4, usable_cores()))
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Test files in order of their longest test (``@pytest.mark.long(seconds=...)``), longest
+    first, the rest as collected. Under pytest-xdist (``--dist loadfile --no-loadscope-reorder``)
+    files are handed to the test processes in this order, so a file that takes minutes does not
+    start last and run on alone while the other processes are idle."""
+    longest: dict[Path, float] = {}
+    for item in items:
+        marker = item.get_closest_marker("long")
+        seconds = float(marker.kwargs["seconds"]) if marker is not None else 0.0
+        longest[item.path] = max(longest.get(item.path, 0.0), seconds)
+    items.sort(key=lambda item: -longest[item.path])  # stable: a file's tests keep their order
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO

@@ -19,6 +19,7 @@ def _battery():
     return module
 
 
+@pytest.mark.long(seconds=50)
 @pytest.mark.timeout(900)
 def test_bad_input_table_is_current_and_every_message_is_short():
     battery = _battery()

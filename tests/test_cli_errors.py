@@ -146,6 +146,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.long(seconds=50)
 @pytest.mark.timeout(600)
 def test_runtime_error_is_short_recorded_by_prefect_and_debug_shows_everything(tmp_path):
     """A stage that fails inside its Prefect flow: at most 3 lines on the console, the temporary

@@ -292,6 +292,7 @@ def _pickle_record(marker) -> bytes:
     return ResultRecord(metadata=meta, result=_WritesMarker(marker)).serialize()
 
 
+@pytest.mark.long(seconds=60)
 def test_flow_keeps_no_prefect_records_and_never_reads_planted_ones(tmp_path):
     """The content cache is the only cache: Prefect writes no result record (success or failure)
     into the project's folders, and a pickle record planted where the records used to live

@@ -46,6 +46,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.long(seconds=100)
 @pytest.mark.timeout(1200)
 def test_readme_prefect_loop_runs_as_pasted_and_runs_show_logs_artifacts_names_and_tags(tmp_path):
     """The README's Prefect block, run on a copy of the repository (only the port changed): a
@@ -178,6 +179,7 @@ def test_local_dask_cluster_and_its_dashboard_listen_on_loopback(monkeypatch):
     assert dask_runner("tcp://10.0.0.5:8786", 3).address == "tcp://10.0.0.5:8786"  # an existing scheduler: no cluster
 
 
+@pytest.mark.long(seconds=70)
 def test_rl_sweep_fans_out_on_a_dask_task_runner(tmp_path):
     """tasks × methods × seeds through prefect-dask on a local Dask cluster (2 worker processes)."""
     code = f"""
@@ -198,6 +200,7 @@ print("RESULT", json.dumps(m))
     assert res.stderr.count("Finished in state Completed") >= 3  # two runs + the report, as Prefect tasks
 
 
+@pytest.mark.long(seconds=100)
 @pytest.mark.timeout(1200)
 def test_pipeline_flow_runs_the_tiny_profile_on_dask_and_writes_what_dvc_declares(tmp_path):
     """The whole genreward-pipeline flow (every stage, not only the RL sweep) on a local Dask cluster

@@ -55,6 +55,7 @@ def test_cli_stage_rejects_bad_config_before_starting_prefect():
     assert "env_check" in res.stderr.split("valid: ")[1] and "generate_goal_videos" in res.stderr
 
 
+@pytest.mark.long(seconds=500)
 @pytest.mark.timeout(1500)
 def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path, reused_prefect_server):
     work = copy_project(tmp_path / "proj")

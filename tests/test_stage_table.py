@@ -211,6 +211,7 @@ HELLO_DVC = """
 """
 
 
+@pytest.mark.long(seconds=50)
 @pytest.mark.timeout(900)
 def test_a_new_stage_needs_one_module_and_its_dvc_entry(tmp_path):
     work = copy_project(tmp_path / "proj")
