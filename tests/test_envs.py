@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -216,7 +217,8 @@ def test_vector_env_collects_in_parallel():
         venv.close()
 
 
-def test_vector_env_sends_only_the_info_asked_for():
+def test_vector_env_sends_only_the_info_asked_for_and_its_workers_start_as_the_pool_workers():
+    from genreward.envs import vector
     from genreward.envs.vector import make_vector_env
 
     cfg = EnvConfig(image_size=32, episode_length=20)
@@ -225,8 +227,31 @@ def test_vector_env_sends_only_the_info_asked_for():
         lean.reset()
         _, _, _, _, info = lean.step(np.zeros((1, 4), np.float32))
         assert set(k for k in info if not k.startswith("_")) == {"success"}
+        with vector.worker_processes() as (ctx, _):  # Linux: forked from the server; elsewhere spawned
+            assert {type(p).__name__ for p in lean.processes} == {type(ctx.Process()).__name__}
     finally:
         lean.close()
+    # what runs first in each worker (here in a fresh process, as a worker): it takes on the
+    # environment of its start (a worker forked from the server would otherwise carry the server's)
+    res = subprocess.run(
+        [sys.executable, "-c", _VECTOR_ENV_FACTORY],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GENREWARD_TEST_VALUE": "the server's"},
+    )
+    assert res.returncode == 0 and res.stdout.split() == ["start", "9"], res.stdout + res.stderr[-2000:]
+
+
+_VECTOR_ENV_FACTORY = """
+import os
+from genreward.envs import vector
+from genreward.envs.config import EnvConfig
+environ = {**os.environ, "GENREWARD_TEST_VALUE": "start"}
+(make,) = vector._env_fns(["reach-v3"], EnvConfig(image_size=32), 0, 1, 0, -1, None, environ)
+env = make()
+print(os.environ["GENREWARD_TEST_VALUE"], env.observation_space["pixels"].shape[0])
+env.close()
+"""
 
 
 def test_env_pool_steps_its_envs_in_workers_as_the_env_steps_in_process():
@@ -327,7 +352,6 @@ def test_vector_env_parent_reads_spaces_without_a_simulator():
 
 
 def test_genreward_loads_torch_only_when_needed_and_env_workers_render_on_one_thread(monkeypatch):
-    import subprocess
     import sys
 
     from genreward.envs.vector import worker_environment
@@ -436,8 +460,6 @@ if __name__ == "__main__":
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is used on Linux")
 def test_env_workers_are_spawned_when_the_fork_server_is_not_ours_and_outlive_its_death():
-    import subprocess
-
     def run(code: str) -> list[str]:
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr[-2000:]

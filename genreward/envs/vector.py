@@ -1,8 +1,8 @@
 """Vectorised Meta-World pixel envs: one process and one renderer per env (gymnasium's AsyncVectorEnv).
 
 :func:`make_vector_env` is the gymnasium vector-env API of the pixel envs; the lock-step
-collector uses the leaner :class:`genreward.envs.pool.EnvPool`, which shares
-:func:`worker_environment` with it. Start-up is part of every use's cost, so the worker
+collector uses the leaner :class:`genreward.envs.pool.EnvPool`. Both start their workers
+through :func:`worker_processes`. Start-up is part of every use's cost, so the worker
 processes start light:
 
 - ``AsyncVectorEnv`` builds one env in the parent only to read its spaces and metadata; here
@@ -64,13 +64,17 @@ def _spaces_only_env(cfg: EnvConfig):
     return SpacesOnlyEnv(cfg)
 
 
-def _make(task: str, cfg: EnvConfig, seed: int, parent_pid: int | None = None, info_keys=None):
+def _make(
+    task: str, cfg: EnvConfig, seed: int, parent_pid: int | None = None, info_keys=None, environ: dict | None = None
+):
     if parent_pid is not None:
         if os.getpid() == parent_pid:  # AsyncVectorEnv reads the spaces from one env in the parent
             return _spaces_only_env(cfg)
-        # In an AsyncVectorEnv worker process: one torch thread.
+        # In an AsyncVectorEnv worker process: the environment of its start, one torch thread.
         from genreward.runtime import configure_worker
 
+        if environ is not None:
+            adopt_environment(environ)
         configure_worker()
     from genreward.envs.metaworld_env import MetaWorldPixelEnv
 
@@ -178,10 +182,10 @@ def _task_list(tasks: str | Sequence[str], caller: str) -> list[str]:
     return task_list
 
 
-def _env_fns(task_list, cfg, first: int, count: int, seed: int, parent_pid, info_keys) -> list:
+def _env_fns(task_list, cfg, first: int, count: int, seed: int, parent_pid, info_keys, environ=None) -> list:
     """Env ``i`` (``first <= i < first + count``) runs ``task_list[i % len]`` with seed ``seed + i``."""
     return [
-        partial(_make, task_list[i % len(task_list)], cfg, seed + i, parent_pid, info_keys)
+        partial(_make, task_list[i % len(task_list)], cfg, seed + i, parent_pid, info_keys, environ)
         for i in range(first, first + count)
     ]
 
@@ -192,14 +196,17 @@ def make_vector_env(
     num_envs: int,
     seed: int = 0,
     asynchronous: bool = True,
-    context: str = "spawn",
+    context: str | None = None,
     info_keys: Sequence[str] | None = None,
     copy: bool = True,
 ):
     """``num_envs`` envs; env ``i`` runs ``tasks[i % len(tasks)]`` with seed ``seed + i``.
 
-    ``spawn`` is the default start method: a forked child must never inherit a live GL context.
-    Envs use gymnasium's default autoreset mode (the step after a truncation returns the reset).
+    Asynchronous envs run in worker processes started by :func:`worker_processes` (on Linux
+    forked from a server that has Meta-World loaded and never renders: a worker never inherits
+    a GL context), each with the environment of its start; ``context`` names a multiprocessing
+    start method to use instead (``fork`` would copy any GL context this process holds). Envs
+    use gymnasium's default autoreset mode (the step after a truncation returns the reset).
     ``info_keys`` keeps only those keys of each env's info (less to send and batch per step);
     ``copy=False`` returns observations that the next step overwrites (gymnasium's shared
     memory), for callers that copy what they keep.
@@ -209,9 +216,8 @@ def make_vector_env(
     task_list = _task_list(tasks, "make_vector_env")
     if num_envs < 1:
         raise ValueError(f"make_vector_env: num_envs must be >= 1, got {num_envs}")
-    parent_pid = os.getpid() if asynchronous else None
-    fns = _env_fns(task_list, cfg, 0, num_envs, seed, parent_pid, info_keys)
-    if asynchronous:
-        with worker_environment():
-            return gym.vector.AsyncVectorEnv(fns, context=context, copy=copy)
-    return gym.vector.SyncVectorEnv(fns, copy=copy)
+    if not asynchronous:
+        return gym.vector.SyncVectorEnv(_env_fns(task_list, cfg, 0, num_envs, seed, None, info_keys), copy=copy)
+    with worker_processes() as (ctx, environ):
+        fns = _env_fns(task_list, cfg, 0, num_envs, seed, os.getpid(), info_keys, environ)
+        return gym.vector.AsyncVectorEnv(fns, context=context or ctx.get_start_method(), copy=copy)
