@@ -185,11 +185,11 @@ def collect(
                     if hasattr(explorer, "reset"):
                         explorer.reset(m, rng)
                     group_rngs = [np.random.default_rng([seed, k, int(g[0])]) for g in active]
+                    expert_rows = [np.flatnonzero(experts[g]) for g in active]  # each group's expert envs
 
                     def act(gi: int, o: dict, t: int) -> np.ndarray:
-                        g = active[gi]
-                        a = explorer.act(o["pixels"], step_count + t * n, group_rngs[gi], envs=g)
-                        for j in np.flatnonzero(experts[g]):
+                        a = explorer.act(o["pixels"], step_count + t * n, group_rngs[gi], envs=active[gi])
+                        for j in expert_rows[gi]:
                             noisy = expert(o["state"][j]) + group_rngs[gi].normal(0, expert_noise, ACTION_DIM)
                             a[j] = np.clip(noisy, -1, 1)
                         return a
@@ -259,7 +259,14 @@ def _round(
     states = np.empty((m, steps + 1) + pool.states.shape[1:], np.float32)
     actions = np.empty((m, steps) + pool.actions.shape[1:], np.float32)
     successes = np.zeros((m, steps + 1), bool)
-    group_of = np.concatenate([np.full(len(g), gi) for gi, g in enumerate(groups)])
+    # The per-step path runs on a core a worker has just left (its caches cold), between a
+    # worker's answer and its next command: plain ints and lists, no array built per step.
+    spans = [(int(g[0]), int(g[-1]) + 1) for g in groups]  # groups are contiguous
+    group_of = [gi for gi, (lo, hi) in enumerate(spans) for _ in range(lo, hi)]
+    pixels_shape = (3 * stack,) + frames.shape[3:]
+    # the observation at step t: frames t-stack+1 .. t, oldest first; before step stack-1 the first
+    # frame is repeated (rows listed here), from then on a view of `frames`
+    first_rows = [np.maximum(np.arange(t - stack + 1, t + 1), 0) for t in range(stack - 1)]
     t_next = [0] * len(groups)  # the step each group acts for next (the row its in-flight command returns)
     waiting = [len(g) for g in groups]  # envs of each group whose command is in flight (the resets first)
     resetting: set[int] = set()  # envs reset for the next round
@@ -269,8 +276,11 @@ def _round(
         if i in resetting:
             early.append(i)
             return
-        gi, t = group_of[i], t_next[group_of[i]]
-        frames[i, t], states[i, t], successes[i, t] = pool.frames[i], pool.states[i], t and pool.successes[i]
+        gi = group_of[i]
+        t = t_next[gi]
+        frames[i, t], states[i, t] = pool.frames[i], pool.states[i]
+        if t:  # no success before the first step (the row stays False)
+            successes[i, t] = pool.successes[i]
         waiting[gi] -= 1
         if not waiting[gi] and t == steps and following is not None:  # the group's round is over
             ahead = [int(e) for e in groups[gi] if e < len(following)]
@@ -283,16 +293,14 @@ def _round(
     barrier = next(barriers)  # no group acts past this step until it is passed
     seconds_update = 0.0
     while True:
-        for gi, g in enumerate(groups):
+        for gi, (lo, hi) in enumerate(spans):
             t = t_next[gi]
             if not waiting[gi] and t <= barrier:
-                lo, hi = int(g[0]), int(g[-1]) + 1  # groups are contiguous
-                # the observation: frames t-stack+1 .. t, oldest first, the first one repeated
-                recent = frames[lo:hi, np.maximum(np.arange(t - stack + 1, t + 1), 0)]
-                pixels = recent.reshape((hi - lo, 3 * stack) + frames.shape[3:])
+                recent = frames[lo:hi, t - stack + 1 : t + 1] if t >= stack - 1 else frames[lo:hi, first_rows[t]]
+                pixels = recent.reshape((hi - lo,) + pixels_shape)
                 actions[lo:hi, t] = act(gi, {"pixels": pixels, "state": states[lo:hi, t]}, t)
-                pool.step(g, actions[lo:hi, t])
-                t_next[gi], waiting[gi] = t + 1, len(g)
+                pool.step(range(lo, hi), actions[lo:hi, t])
+                t_next[gi], waiting[gi] = t + 1, hi - lo
         if all(t == barrier + 1 for t in t_next):  # every group's step `barrier` is in flight
             if barrier in due:
                 seconds_update += update(barrier)
