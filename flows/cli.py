@@ -354,6 +354,9 @@ def cache_rm(key: str = KeyArg, params: str = ParamsOpt, root: Optional[Path] = 
 
 def main() -> None:
     """The console script: run the command; report an exception as ``error: ...`` with its exit code."""
+    from genreward.runtime import skip_exit_collection
+
+    skip_exit_collection()  # a stage process exits ~1 s sooner
     try:
         app()
     except Exception as e:  # the flow run (if any) has recorded it already

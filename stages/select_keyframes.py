@@ -63,7 +63,9 @@ def run(cfg: Config, inputs: dict[str, Path], outputs: dict[str, Path]) -> dict:
     group = open_artifact(inputs["goal_video"], "goal_video")
     video = read_array(group, "video", ndim=4, dtype=np.uint8)
     prompt = cfg.prompt(task)
-    choice = choose_keyframe(video, prompt, cfg.keyframes, device=cfg.resolve_device())
+    # only CLIP needs a device: resolving "auto" imports torch (~1.5 s of this stage's start)
+    device = cfg.resolve_device() if cfg.keyframes.selector == "clip" else "cpu"
+    choice = choose_keyframe(video, prompt, cfg.keyframes, device=device)
     attrs = {
         "task": task,
         "prompt": prompt,

@@ -191,6 +191,75 @@ def test_malloc_tuning_stops_page_faults_of_large_buffers():
     assert out["off"][1] >= 16, out
 
 
+_EXIT = """
+import atexit, gc, sys
+atexit.register(lambda: print("last handler: frozen", gc.get_freeze_count() > 0, flush=True))  # runs last
+if sys.argv[1] == "skip":
+    from genreward.runtime import skip_exit_collection
+    skip_exit_collection()
+    skip_exit_collection()
+atexit.register(lambda: print("first handler: frozen", gc.get_freeze_count() > 0, flush=True))
+sys.exit(3)
+"""
+
+
+def test_skip_exit_collection_freezes_the_heap_after_the_other_exit_handlers():
+    """The exit handlers registered before and after it still run, in order, and the exit code
+    stays; only between them is what is alive moved out of the collector's reach."""
+    out = {}
+    for mode in ("skip", "plain"):
+        run = subprocess.run([sys.executable, "-c", _EXIT, mode], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 3, run.stderr
+        out[mode] = run.stdout.splitlines()
+    assert out["skip"] == ["first handler: frozen False", "last handler: frozen True"]
+    assert out["plain"] == ["first handler: frozen False", "last handler: frozen False"]
+
+
+def test_the_command_line_skips_the_exit_collection():
+    script = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen at exit', gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['genreward', 'config', '--help']\n"
+        "from flows.cli import main\n"
+        "main()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "frozen at exit True"
+
+
+_NO_TORCH = """
+import sys
+import numpy as np
+from genreward.config import load_config
+from genreward.store import add_array, write_artifact
+from genreward.store.provenance import runtime_info
+from stages import select_keyframes
+repo, data = sys.argv[1:]
+cfg = load_config(repo + "/params.yaml", overrides=[f"store.data_dir={data}", "tasks=[pick-place-v3]"])
+assert cfg.runtime.device == "auto" and cfg.keyframes.selector == "last"
+with write_artifact(data + "/goal_videos/pick-place-v3.zarr", "goal_video") as g:
+    add_array(g, "video", np.zeros((5, 8, 8, 3), np.uint8))
+print(select_keyframes.STAGE.execute(cfg)["pick-place-v3"]["index"])
+info = runtime_info()
+print("torch" in sys.modules, info["torch"] != "", "torch_threads" in info)
+"""
+
+
+def test_a_stage_without_torch_work_never_imports_torch(tmp_path, repo_root):
+    """select_keyframes with the 'last' selector, and the provenance its artifacts record: the
+    installed torch version, no thread count, and no ~1.5 s torch import."""
+    run = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH, str(repo_root), str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["4", "False", "True", "False"]
+    from genreward.store import open_artifact
+
+    recorded = open_artifact(tmp_path / "keyframes" / "pick-place-v3.zarr", "keyframes").attrs["genreward"]["runtime"]
+    assert recorded["torch"] == torch.__version__ and "torch_threads" not in recorded
+
+
 # -- random-shift augmentation -----------------------------------------------------------------
 def _reference_shift(x: torch.Tensor, pad: int, seed: int) -> torch.Tensor:
     """Pad each sample by edge replication, then slice it at its own offset (same draws)."""
