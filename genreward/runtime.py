@@ -199,9 +199,10 @@ def skip_exit_collection() -> None:
     At exit CPython runs the ``atexit`` handlers, flushes the streams, then collects garbage over
     everything still alive while it tears the modules down. With torch, Prefect and pydantic
     loaded that last pass is most of a command's exit: about 1 s of a ~6 s ``genreward stage``
-    run, 3 s after an RL run (docs/results.md). This registers ``gc.freeze`` as an exit handler:
-    registered first, it runs after the others, and moves what is alive to the permanent
-    generation, which those collections skip. Exit handlers, stream flushes, the exit code and
+    run (docs/results.md). This registers ``gc.freeze`` as an exit handler. Handlers run last
+    registered first, so it runs after every handler registered later (call it before the work
+    that registers them), and moves what is alive to the permanent generation, which those
+    collections skip. Exit handlers, stream flushes, the exit code and
     the finalizers of objects freed by reference counting are unchanged; objects that only a
     reference cycle keeps alive at exit are not finalized (CPython does not promise that anyway).
     Call it early in a command's main function, once; a second call does nothing.
