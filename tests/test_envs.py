@@ -247,7 +247,7 @@ import os
 from genreward.envs import vector
 from genreward.envs.config import EnvConfig
 environ = {**os.environ, "GENREWARD_TEST_VALUE": "start"}
-(make,) = vector._env_fns(["reach-v3"], EnvConfig(image_size=32), 0, 1, 0, -1, None, environ)
+(make,) = vector._env_fns(["reach-v3"], EnvConfig(image_size=32), 1, 0, -1, None, environ)
 env = make()
 print(os.environ["GENREWARD_TEST_VALUE"], env.observation_space["pixels"].shape[0])
 env.close()

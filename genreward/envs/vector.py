@@ -182,11 +182,11 @@ def _task_list(tasks: str | Sequence[str], caller: str) -> list[str]:
     return task_list
 
 
-def _env_fns(task_list, cfg, first: int, count: int, seed: int, parent_pid, info_keys, environ=None) -> list:
-    """Env ``i`` (``first <= i < first + count``) runs ``task_list[i % len]`` with seed ``seed + i``."""
+def _env_fns(task_list, cfg, num_envs: int, seed: int, parent_pid, info_keys, environ=None) -> list:
+    """Env ``i < num_envs`` runs ``task_list[i % len]`` with seed ``seed + i``."""
     return [
         partial(_make, task_list[i % len(task_list)], cfg, seed + i, parent_pid, info_keys, environ)
-        for i in range(first, first + count)
+        for i in range(num_envs)
     ]
 
 
@@ -217,7 +217,7 @@ def make_vector_env(
     if num_envs < 1:
         raise ValueError(f"make_vector_env: num_envs must be >= 1, got {num_envs}")
     if not asynchronous:
-        return gym.vector.SyncVectorEnv(_env_fns(task_list, cfg, 0, num_envs, seed, None, info_keys), copy=copy)
+        return gym.vector.SyncVectorEnv(_env_fns(task_list, cfg, num_envs, seed, None, info_keys), copy=copy)
     with worker_processes() as (ctx, environ):
-        fns = _env_fns(task_list, cfg, 0, num_envs, seed, os.getpid(), info_keys, environ)
+        fns = _env_fns(task_list, cfg, num_envs, seed, os.getpid(), info_keys, environ)
         return gym.vector.AsyncVectorEnv(fns, context=context or ctx.get_start_method(), copy=copy)
