@@ -266,35 +266,65 @@ def doctor() -> None:
 def server_start(
     host: str = typer.Option("127.0.0.1", help="interface to listen on (127.0.0.1: this machine only)"),
     port: int = typer.Option(4200, help="port of the API and UI"),
+    stage_runner: bool = typer.Option(
+        True,
+        "--stage-runner/--no-stage-runner",
+        help="also start the stage runner: a warm process that forks each `genreward stage` run, "
+        "so runs skip importing torch, Prefect and diffusers (flows/runner.py)",
+    ),
 ) -> None:
-    """Start a Prefect server in the background and wait until it answers; print its URL."""
-    from flows.server import start
+    """Start a Prefect server (and the stage runner) in the background and wait until they
+    answer; print the server's URL."""
+    from flows import runner
+    from flows.server import api_url, running, start
 
+    expected = running() or api_url(host, port)
+    proc = runner.launch(expected) if stage_runner else None  # it imports its libraries while the server starts
     try:
         url = start(host, port)
     except RuntimeError as e:
+        runner.stop(proc)
         _fail(str(e), 1)
     typer.echo(f"Prefect server at {url} (UI: {url[: -len('/api')]}); `genreward stage` and dvc repro use it")
     typer.echo(f"for prefect commands in this shell: export PREFECT_API_URL={url}")
+    if stage_runner and runner.supported():
+        if url != expected:
+            runner.stop(proc)
+            proc = runner.launch(url)
+        if runner.wait_ready(proc=proc):
+            typer.echo(f"stage runner ready: {runner.socket_path()} (log: {runner.log_file()})")
+        else:
+            typer.secho(
+                f"warning: the stage runner did not start (see {runner.log_file()}); stage runs import "
+                "their libraries themselves",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
 
 
 @server_app.command("stop")
 def server_stop() -> None:
-    """Stop the server `genreward server start` started."""
+    """Stop the server (and the stage runner) `genreward server start` started."""
+    from flows import runner
     from flows.server import stop
 
+    if runner.stop():
+        typer.echo("stopped the stage runner (runs in progress finish)")
     typer.echo("stopped the Prefect server" if stop() else "no server was started by genreward server start")
 
 
 @server_app.command("status")
 def server_status() -> None:
-    """Print the URL of the running server (exit 1 when none answers)."""
+    """Print the URL of the running server and whether the stage runner accepts (exit 1 when
+    no server answers)."""
+    from flows import runner
     from flows.server import running
 
     url = running()
     if url is None:
         _fail("no Prefect server started by `genreward server start` answers; stage runs start their own", 1)
     typer.echo(url)
+    typer.echo(f"stage runner: {'ready at ' + str(runner.socket_path()) if runner.ready() else 'not running'}")
 
 
 # -- cache -------------------------------------------------------------------------------
@@ -352,8 +382,26 @@ def cache_rm(key: str = KeyArg, params: str = ParamsOpt, root: Optional[Path] = 
     typer.echo(f"removed {e.namespace}/{e.key}")
 
 
+def _stage_command(argv: List[str]) -> bool:
+    """``argv`` runs ``genreward [--debug] stage ...`` (what DVC runs)."""
+    args = [a for a in argv[1:3] if a != "--debug"]
+    return bool(args) and args[0] == "stage" and "--help" not in argv
+
+
 def main() -> None:
-    """The console script: run the command; report an exception as ``error: ...`` with its exit code."""
+    """The console script: a ``stage`` command goes to the stage runner when one accepts it
+    (flows/runner.py); otherwise, and for every other command, :func:`run_command`."""
+    if _stage_command(sys.argv):
+        from flows.runner import hand_over
+
+        code = hand_over(sys.argv)  # a warm fork runs it, without the imports
+        if code is not None:
+            sys.exit(code)
+    run_command()
+
+
+def run_command() -> None:
+    """Run the command in this process; report an exception as ``error: ...`` with its exit code."""
     from genreward.runtime import skip_exit_collection
 
     skip_exit_collection()  # a stage process exits ~1 s sooner

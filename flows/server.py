@@ -58,17 +58,21 @@ def running() -> str | None:
     return None
 
 
+def api_url(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
+    return f"http://{host}:{port}/api"
+
+
 def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float = 120.0) -> str:
     """Start a Prefect server in the background (or find the recorded one running); its API URL.
     Raises ``RuntimeError`` naming the log file when it does not answer within ``timeout``."""
     url = running()
     if url is not None:
         return url
-    api_url = f"http://{host}:{port}/api"
-    if healthy(api_url):
+    url = api_url(host, port)
+    if healthy(url):
         raise RuntimeError(
-            f"something already answers at {api_url} that genreward did not start; "
-            f"use it with `export PREFECT_API_URL={api_url}`, or pick another port with --port"
+            f"something already answers at {url} that genreward did not start; "
+            f"use it with `export PREFECT_API_URL={url}`, or pick another port with --port"
         )
     home = prefect_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -86,9 +90,9 @@ def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: float = 1
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if healthy(api_url):
-            state_file().write_text(json.dumps({"api_url": api_url, "pid": proc.pid, "log": str(log_path)}))
-            return api_url
+        if healthy(url):
+            state_file().write_text(json.dumps({"api_url": url, "pid": proc.pid, "log": str(log_path)}))
+            return url
         if proc.poll() is not None:
             break
         time.sleep(0.5)

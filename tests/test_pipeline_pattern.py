@@ -77,6 +77,12 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path, reused_prefect_se
     subprocess.run([*dvc, "init", "-q"], cwd=work, check=True, env=env, capture_output=True)
     first = subprocess.run([*dvc, "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    # `genreward server start` started the stage runner: every stage command ran in a fork of it
+    log = (Path(reused_prefect_server["PREFECT_HOME"]) / "genreward-runner.log").read_text()
+    ran = [line for line in first.stdout.splitlines() if line.startswith("Running stage")]
+    stages_run = len([line for line in ran if "resolve_params" not in line])  # that one runs `genreward config`
+    assert stages_run >= 10 and "declined" not in log, log
+    assert log.count(": stage ") == stages_run and log.count("exit status 0") == stages_run, log
     # Every CogVideoX pipeline construction logs this line (through Prefect's logger).
     loaded = "loaded CogVideoXPipeline from"
     assert (first.stdout + first.stderr).count(loaded) >= 1  # the goal video was generated: the counter counts
