@@ -83,6 +83,10 @@ def test_dvc_repro_runs_the_stage_and_then_is_a_noop(tmp_path, reused_prefect_se
     stages_run = len([line for line in ran if "resolve_params" not in line])  # that one runs `genreward config`
     assert stages_run >= 10 and "declined" not in log, log
     assert log.count(": stage ") == stages_run and log.count("exit status 0") == stages_run, log
+    # ... against the started server, whose UI shows every run (not an ephemeral API of its own)
+    home = Path(reused_prefect_server["PREFECT_HOME"])
+    ui = json.loads((home / "genreward-server.json").read_text())["api_url"].removesuffix("/api")
+    assert (first.stdout + first.stderr).count(f"View at {ui}/runs/flow-run/") == stages_run
     # Every CogVideoX pipeline construction logs this line (through Prefect's logger).
     loaded = "loaded CogVideoXPipeline from"
     assert (first.stdout + first.stderr).count(loaded) >= 1  # the goal video was generated: the counter counts

@@ -26,13 +26,15 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not runner.supported(), reason="the stage runner needs fork and Unix sockets")
 
 STUB = """
-import json, os, sys, time
+import json, os, signal, sys, time
 VERSION = {version}
 def run_command():
     args = sys.argv[1:]
     if args[0] == "echo":
         print(json.dumps({{"cwd": os.getcwd(), "mark": os.environ.get("RUNNER_TEST_MARK"), "argv": sys.argv,
-                          "pid": os.getpid(), "pgid": os.getpgid(0), "version": VERSION}}), flush=True)
+                          "pid": os.getpid(), "pgid": os.getpgid(0), "version": VERSION,
+                          "hup_ignored": signal.getsignal(signal.SIGHUP) == signal.SIG_IGN,
+                          "cpus": sorted(os.sched_getaffinity(0))}}), flush=True)
         print("a line on stderr", file=sys.stderr)
         sys.exit(int(args[1]))
     if args[0] == "sleep":  # with a child process, as a stage has its env workers
@@ -44,7 +46,11 @@ def run_command():
 """
 
 CLIENT = """
-import sys
+import os, signal, sys
+if os.environ.get("RUNNER_TEST_IGNORE_HUP"):
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup does
+if os.environ.get("RUNNER_TEST_CPU"):
+    os.sched_setaffinity(0, {int(os.environ["RUNNER_TEST_CPU"])})  # as taskset does
 from flows.runner import hand_over
 code = hand_over(["genreward", *sys.argv[1:]])
 if code is None:
@@ -125,6 +131,48 @@ def test_a_run_gets_the_clients_directory_environment_arguments_streams_and_exit
     assert seen["argv"] == ["genreward", "echo", "7"]
     assert seen["pid"] != p.pid and seen["pgid"] == seen["pid"]  # a fork, in a process group of its own
     assert err == "a line on stderr\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_a_run_keeps_the_clients_ignored_signals_and_cpu_affinity(served):
+    env, work, proj = served
+    cpu = max(os.sched_getaffinity(0))
+    p = _client(env, work, proj, "echo", "0", extra={"RUNNER_TEST_IGNORE_HUP": "1", "RUNNER_TEST_CPU": str(cpu)})
+    seen = json.loads(p.communicate(timeout=60)[0])
+    assert seen["hup_ignored"] is True and seen["cpus"] == [cpu]
+    plain = json.loads(_client(env, work, proj, "echo", "0").communicate(timeout=60)[0])
+    assert plain["hup_ignored"] is False and plain["cpus"] == sorted(os.sched_getaffinity(0))
+
+
+def _as_runner_sees(request: dict, change) -> str | None:
+    runner_state = {
+        "interpreter": runner._interpreter(),
+        "import_env": runner._import_env(request["env"], None),
+        "library_files": {},
+        "process": runner._process(),
+    }
+    change(request)
+    return runner.mismatch(request, runner_state)
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda r: None, None),
+        (lambda r: r["interpreter"].update(prefix="/another/venv"), "interpreter prefix differs"),
+        (lambda r: r["process"].update(cgroup="0::/another.slice\n"), "another control group"),
+        (lambda r: r["process"]["limits"].update(RLIMIT_NOFILE=[10, -1]), "RLIMIT_NOFILE hard limit"),
+        (lambda r: r["env"].update(HF_HUB_OFFLINE="1"), "HF_HUB_OFFLINE differs"),
+        (lambda r: r["env"].update(SOME_SHELL_VARIABLE="1"), None),
+    ],
+    ids=["same", "other-venv", "other-cgroup", "higher-limit", "hf-setting", "other-variable"],
+)
+def test_what_keeps_a_run_in_the_clients_own_process(monkeypatch, change, reason):
+    monkeypatch.setattr("flows.server.running", lambda: None)
+    request, _ = runner._request(["genreward", "stage", "x"])
+    request["env"] = {k: v for k, v in request["env"].items() if k not in ("HF_HUB_OFFLINE", "PREFECT_API_URL")}
+    why = _as_runner_sees(request, change)
+    assert (why is None) if reason is None else (reason in why), why
 
 
 def test_edited_project_code_runs_without_restarting_the_runner(served):
