@@ -4,7 +4,8 @@ Every ``genreward stage`` process imports torch, Prefect, diffusers (and through
 transformers), matplotlib and zarr before its work starts: 3 to 10 s per run on a laptop's
 2 cores, and the default ``dvc repro`` has 30 stage runs (docs/results.md).
 ``genreward server start`` therefore also starts a *stage runner*: a background process that
-imports those libraries once, then waits on a Unix socket (``$PREFECT_HOME/genreward-runner.sock``).
+imports those libraries once, then waits on a Unix socket (in ``$TMPDIR/genreward-<uid>/``, a
+directory only its user can enter; one socket per ``PREFECT_HOME``).
 
 A ``genreward stage`` command (the *client*) connects and hands over its command line, working
 directory, umask, environment, ``sys.path``, CPU affinity, niceness, resource limits, the
@@ -168,7 +169,39 @@ def _home() -> Path:
 
 
 def socket_path() -> Path:
-    return _home() / "genreward-runner.sock"
+    """The runner's socket for this ``PREFECT_HOME``: in a directory of this user's under the
+    temporary directory (a Unix socket's path may have at most 107 bytes, which a
+    ``PREFECT_HOME`` deep in a project or a test's temporary directory can exceed)."""
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha256(str(_home().resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"genreward-{os.getuid()}" / f"runner-{key}.sock"
+
+
+def _private_dir(path: Path, create: bool) -> bool:
+    """``path`` is (made, when ``create``) a directory that only this user can enter: nobody
+    else can put a socket of theirs where this user's commands connect."""
+    if create:
+        try:
+            path.mkdir(mode=0o700, exist_ok=True)
+        except OSError:
+            return False
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    import stat
+
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def _peer_is_us(conn: socket.socket) -> bool:
+    """On Linux, the process at the other end runs as this user."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1] == os.getuid()
 
 
 def state_file() -> Path:
@@ -337,7 +370,8 @@ def _send_request(conn: socket.socket, request: dict, fds: list[int]) -> None:
     body = json.dumps(request).encode()
     data = _HEADER.pack(len(body)) + body
     sent = conn.sendmsg([data[:65536]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-    conn.sendall(data[sent:])
+    if sent < len(data):  # (an empty send to a monitor that already answered would fail)
+        conn.sendall(data[sent:])
 
 
 def _recv_request(conn: socket.socket) -> tuple[dict | None, list[int]]:
@@ -409,12 +443,14 @@ def hand_over(argv: list[str]) -> int | None:
     if not supported() or _disabled(os.environ):
         return None
     path = socket_path()
-    if not path.exists():
+    if not path.exists() or not _private_dir(path.parent, create=False):
         return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.settimeout(60.0)  # the monitor answers at once; a runner that hangs must not hang us
         conn.connect(str(path))
+        if not _peer_is_us(conn):
+            raise OSError("the socket's process runs as another user")
         request, fds = _request(argv)
         _send_request(conn, request, fds)
         buf = bytearray()
@@ -893,6 +929,12 @@ def launch(api_url: str | None, modules=None) -> subprocess.Popen | None:
         return None
     home = _home()
     home.mkdir(parents=True, exist_ok=True)
+    if not _private_dir(socket_path().parent, create=True):
+        print(
+            f"genreward: {socket_path().parent} is not a directory of this user's alone; no stage runner",
+            file=sys.stderr,
+        )
+        return None
     socket_path().unlink(missing_ok=True)
     env = dict(os.environ)
     env.update(_IMPORT_ENV_DEFAULTS)

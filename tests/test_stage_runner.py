@@ -226,14 +226,32 @@ def test_a_killed_client_takes_its_run_with_it(served, tmp_path):
     assert all(_gone(pid, 15) for pid in pids)  # the run and its child
 
 
-def test_without_a_runner_nothing_is_handed_over(tmp_path):
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path)}
+def test_without_a_runner_nothing_is_handed_over(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     code = "import sys; from flows.runner import hand_over; print(hand_over(['genreward', 'stage', 'x']))"
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.stdout == "None\n", res.stderr
-    (tmp_path / "genreward-runner.sock").write_text("")  # a runner killed without cleaning up
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert res.stdout == "None\n", res.stderr
+    path = runner.socket_path()
+    assert runner._private_dir(path.parent, create=True)
+    try:
+        path.write_text("")  # what a runner killed without cleaning up leaves (the socket's file)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert res.stdout == "None\n", res.stderr
+    finally:
+        path.unlink()
+
+
+def test_the_socket_is_short_and_in_a_directory_of_this_users_alone(tmp_path, monkeypatch):
+    deep = tmp_path / ("a-long-directory-name-" * 8) / "prefect-home"
+    monkeypatch.setenv("PREFECT_HOME", str(deep))
+    path = runner.socket_path()
+    assert len(str(deep)) > 200 and len(str(path).encode()) < 108  # what a Unix socket's path may hold
+    monkeypatch.setenv("PREFECT_HOME", str(deep / "another"))
+    assert runner.socket_path() != path and runner.socket_path().parent == path.parent
+    private = tmp_path / "private"
+    assert runner._private_dir(private, create=True) and (private.stat().st_mode & 0o777) == 0o700
+    private.chmod(0o755)
+    assert not runner._private_dir(private, create=False)  # others could put a socket there: not used
 
 
 @pytest.mark.parametrize(
