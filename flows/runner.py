@@ -1,7 +1,7 @@
 """The stage runner: a warm process that starts ``genreward stage`` runs by forking.
 
 Every ``genreward stage`` process imports torch, Prefect, diffusers (and through it
-transformers), matplotlib and zarr before its work starts: 3 to 10 s per run on a laptop's
+transformers), matplotlib and zarr before its work starts: 2 to 6 s of a short stage run on a laptop's
 2 cores, and the default ``dvc repro`` has 30 stage runs (docs/results.md).
 ``genreward server start`` therefore also starts a *stage runner*: a background process that
 imports those libraries once, then waits on a Unix socket (in ``$TMPDIR/genreward-<uid>/``, a
