@@ -217,13 +217,19 @@ def _disabled(env) -> bool:
 
 
 # -- what must match -------------------------------------------------------------------------
-def _import_env(env: dict, api_url: str | None) -> dict:
-    """The import-time part of ``env``, as the client's path would have it when Prefect is
-    imported: ``PREFECT_API_URL`` filled in with the running server's when unset."""
+def _client_env(env, api_url: str | None) -> dict:
+    """``env`` as the client's own path has it when Prefect reads its settings: the defaults of
+    ``flows/__init__.py`` where unset, and ``PREFECT_API_URL`` filled in with the running
+    server's (``api_url``) where unset (``flows.server.use_running_server``)."""
     env = {**_IMPORT_ENV_DEFAULTS, **env}
     if not env.get("PREFECT_API_URL") and api_url:
         env["PREFECT_API_URL"] = api_url
-    return {k: v for k, v in env.items() if k.startswith(IMPORT_ENV_PREFIXES)}
+    return env
+
+
+def _import_env(env: dict, api_url: str | None) -> dict:
+    """The import-time part of :func:`_client_env`."""
+    return {k: v for k, v in _client_env(env, api_url).items() if k.startswith(IMPORT_ENV_PREFIXES)}
 
 
 def _interpreter() -> dict:
@@ -340,22 +346,12 @@ def _send_json(conn: socket.socket, obj: dict) -> None:
     conn.sendall(json.dumps(obj).encode() + b"\n")
 
 
-def _read_json(conn: socket.socket, buf: bytearray) -> dict | None:
-    """The next newline-terminated JSON message; ``None`` at end of stream."""
-    while b"\n" not in buf:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        buf += chunk
-    line, _, rest = bytes(buf).partition(b"\n")
-    buf[:] = rest
-    return json.loads(line)
-
-
 def _read_line(conn: socket.socket, buf: bytearray) -> bytes | None:
+    """The next line (``buf`` keeps what came after it); ``None`` at end of stream or on an
+    error or timeout of the connection."""
     try:
         while b"\n" not in buf:
-            chunk = conn.recv(64)
+            chunk = conn.recv(65536)
             if not chunk:
                 return None
             buf += chunk
@@ -364,6 +360,12 @@ def _read_line(conn: socket.socket, buf: bytearray) -> bytes | None:
     line, _, rest = bytes(buf).partition(b"\n")
     buf[:] = rest
     return line
+
+
+def _read_json(conn: socket.socket, buf: bytearray) -> dict | None:
+    """The next newline-terminated JSON message; ``None`` as for :func:`_read_line`."""
+    line = _read_line(conn, buf)
+    return None if line is None else json.loads(line)
 
 
 def _send_request(conn: socket.socket, request: dict, fds: list[int]) -> None:
@@ -487,8 +489,10 @@ def hand_over(argv: list[str]) -> int | None:
     except (OSError, ValueError):
         reply = None
     conn.close()
-    if reply is None or "status" not in reply:
-        _end_orphan(pid)
+    if reply is None or "status" not in reply:  # the monitor is gone: end the run (not our child)
+        from flows.server import end_process_group
+
+        end_process_group(pid, _STOP_GRACE_S)
         print(
             f"error: the stage runner's monitor ended before the stage did (see {log_file()}); "
             f"rerun with {RUNNER_ENV}=0 to run it without the runner",
@@ -498,32 +502,13 @@ def hand_over(argv: list[str]) -> int | None:
     status = int(reply["status"])
     if status < 0:  # the run died of a signal: so do we (DVC and shells see what they would have)
         for name in FORWARDED_SIGNALS:
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), signal.SIG_DFL)
+            if _signal(name):
+                signal.signal(_signal(name), signal.SIG_DFL)
         sys.stdout.flush()
         sys.stderr.flush()
         os.kill(os.getpid(), -status)
         return 128 - status
     return status
-
-
-def _end_orphan(pid: int) -> None:
-    """The monitor is gone: end the run's process group (it is not our child) and wait for it."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + _STOP_GRACE_S
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # -- the runner ------------------------------------------------------------------------------
@@ -694,29 +679,11 @@ def _supervise(conn: socket.socket, pid: int) -> int | None:
         if done:
             return os.waitstatus_to_exitcode(status)
         if conn in ready and not conn.recv(1):
+            from flows.server import end_process_group
+
             _log(f"run {pid}: the client went away; ending the run")
-            _end_group(pid)
+            end_process_group(pid, _STOP_GRACE_S, reap=True)
             return None
-
-
-def _end_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + _STOP_GRACE_S
-    while time.monotonic() < deadline:
-        if os.waitpid(pid, os.WNOHANG)[0]:
-            break
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def _die_with_parent(parent: int) -> None:
@@ -729,15 +696,6 @@ def _die_with_parent(parent: int) -> None:
             pass
     if os.getppid() != parent:
         os._exit(1)
-
-
-def _client_env_defaults(fresh: dict) -> dict:
-    """What the client's own path would set before Prefect reads its settings: the defaults of
-    ``flows/__init__.py`` and the running server's address (``use_running_server``)."""
-    out = dict(_IMPORT_ENV_DEFAULTS)
-    if fresh.get("api_url"):
-        out["PREFECT_API_URL"] = fresh["api_url"]
-    return out
 
 
 def _become_run(request: dict, fds: list[int], monitor: int, fresh: dict) -> None:
@@ -788,14 +746,13 @@ def _become_run(request: dict, fds: list[int], monitor: int, fresh: dict) -> Non
             pass
     os.chdir(request["cwd"])
     os.umask(int(request["umask"]))
-    os.environ.clear()
-    os.environ.update(request["env"])
+    env = _client_env(request["env"], fresh["api_url"])
     for key, value in fresh["env_set"].items():  # what importing the libraries would have set
-        os.environ.setdefault(key, value)
+        env.setdefault(key, value)
     for key in fresh["env_unset"]:
-        os.environ.pop(key, None)
-    for key, value in _client_env_defaults(fresh).items():  # as the client's path sets them
-        os.environ.setdefault(key, value)
+        env.pop(key, None)
+    os.environ.clear()
+    os.environ.update(env)
     sys.argv[:] = request["argv"]
     sys.path[:] = request["sys_path"]
     for name in [m for m in sys.modules if m.partition(".")[0] in PROJECT_PACKAGES]:
@@ -927,20 +884,16 @@ def launch(api_url: str | None, modules=None) -> subprocess.Popen | None:
     :func:`wait_ready`). Its runs use the Prefect API at ``api_url``. The process started, if any."""
     if not supported() or alive() is not None:
         return None
-    home = _home()
-    home.mkdir(parents=True, exist_ok=True)
-    if not _private_dir(socket_path().parent, create=True):
-        print(
-            f"genreward: {socket_path().parent} is not a directory of this user's alone; no stage runner",
-            file=sys.stderr,
-        )
+    _home().mkdir(parents=True, exist_ok=True)
+    sock = socket_path()
+    if not _private_dir(sock.parent, create=True):
+        print(f"genreward: {sock.parent} is not a directory of this user's alone; no stage runner", file=sys.stderr)
         return None
-    socket_path().unlink(missing_ok=True)
-    env = dict(os.environ)
-    env.update(_IMPORT_ENV_DEFAULTS)
+    sock.unlink(missing_ok=True)
+    env = _client_env(os.environ, None)
     if api_url:
         env["PREFECT_API_URL"] = api_url
-    args = [sys.executable, "-c", _MAIN, str(socket_path()), *(modules or [])]
+    args = [sys.executable, "-c", _MAIN, str(sock), *(modules or [])]
     with open(log_file(), "ab") as log:
         proc = subprocess.Popen(
             args,
@@ -950,7 +903,7 @@ def launch(api_url: str | None, modules=None) -> subprocess.Popen | None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # outlives this command; stopped by `genreward server stop`
         )
-    state_file().write_text(json.dumps({"pid": proc.pid, "socket": str(socket_path()), "log": str(log_file())}))
+    state_file().write_text(json.dumps({"pid": proc.pid, "socket": str(sock), "log": str(log_file())}))
     return proc
 
 

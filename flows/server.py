@@ -110,22 +110,44 @@ def _is_prefect_server(pid: int) -> bool:
 
 
 def _kill(pid: int) -> None:
-    if not _is_prefect_server(pid):
-        return
+    if _is_prefect_server(pid):
+        end_process_group(pid, grace_s=15.0, poll_s=0.25)
+
+
+def end_process_group(pgid: int, grace_s: float, poll_s: float = 0.1, reap: bool = False) -> None:
+    """Send SIGTERM to process group ``pgid``, wait up to ``grace_s`` until none of it is left,
+    then SIGKILL what is. ``reap``: its leader is this process's child, waited for (a zombie
+    still counts as a member)."""
+
+    def reaped() -> None:
+        if reap:
+            try:
+                os.waitpid(pgid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pgid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
+        reaped()
         return
-    for _ in range(60):
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        reaped()
         try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
             return
-        time.sleep(0.25)
+        time.sleep(poll_s)
     try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
         pass
+    if reap:
+        try:
+            os.waitpid(pgid, 0)
+        except ChildProcessError:
+            pass
 
 
 def stop() -> bool:
