@@ -108,6 +108,7 @@ class EpisodeWriter:
         self.chunk_rows = chunk_rows
         self.fingerprint = json.loads(canonical_json(dict(fingerprint)))
         self._zarr = zarr
+        self._arrays: dict[str, Any] = {}  # field -> its array, as _ensure opened it
         self.group = None
         if self.partial.exists():
             try:
@@ -149,6 +150,13 @@ class EpisodeWriter:
                 arr.resize((n,) + arr.shape[1:])
 
     def _ensure(self, name: str, sample: np.ndarray) -> Any:
+        """Field ``name``'s array, made on first use. The writer keeps each array it opened (one
+        metadata read per field, not one per write) and writes every chunk it is given: Zarr's
+        default compares each chunk with the fill value first, to skip empty ones, which cost
+        more than compressing it (episode chunks are never empty; an all-zero one is stored)."""
+        arr = self._arrays.get(name)
+        if arr is not None:
+            return arr
         if name not in self.group:
             from zarr.codecs import ZstdCodec
 
@@ -161,7 +169,8 @@ class EpisodeWriter:
                 compressors=ZstdCodec(level=3),
                 fill_value=0,
             )
-        return self.group[name]
+        arr = self._arrays[name] = self.group[name].with_config({"write_empty_chunks": True})
+        return arr
 
     def append(self, episode: Episode) -> int:
         """Write one episode and commit it. Returns its episode index."""
