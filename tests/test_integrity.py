@@ -58,8 +58,9 @@ def test_every_writer_records_a_manifest_of_its_files(tmp_path):
     files = sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file())
     assert sorted(m["entries"]) == [f for f in files if f != "zarr.json"]  # every file but the root one
     assert "obs/c/5/0/0/0" in m["entries"] and "action/c/4/0" in m["entries"] and "obs/zarr.json" in m["entries"]
-    # episode 0's actions are all 0, the fill value: Zarr writes no chunk, and none is expected
-    assert "action/c/0/0" not in m["entries"] and not (store / "action/c/0/0").exists()
+    # episode 0's actions are all 0, the fill value: the writer stores that chunk too, so a
+    # missing chunk file is always damage, never an empty chunk Zarr skipped
+    assert "action/c/0/0" in m["entries"] and (store / "action/c/0/0").exists()
     size, digest = m["entries"]["episode/c/1"]
     assert size == (store / "episode/c/1").stat().st_size and len(digest) == 32
     assert m["bytes"] == sum(s for s, _ in m["entries"].values())
@@ -116,11 +117,11 @@ def test_auto_verification_hashes_only_small_artifacts(tmp_path, monkeypatch):
 
 def test_extra_file_damaged_metadata_and_many_problems(tmp_path):
     store = _episode_store(tmp_path / "d.zarr")
-    extra = store / "action/c/0/0"  # the all-fill chunk Zarr never wrote: it would be read as data
-    extra.parent.mkdir(parents=True)
+    extra = store / "action/c/0/1"  # a chunk key the array does not have
+    assert not extra.exists()
     shutil.copy(store / "action/c/1/0", extra)
     assert open_artifact(store, verify="size")
-    _raises(["unexpected file action/c/0/0 (not in the manifest)"], open_artifact, store, verify="hash")
+    _raises(["unexpected file action/c/0/1 (not in the manifest)"], open_artifact, store, verify="hash")
     extra.unlink()
     (store / "state/zarr.json").unlink()
     for chunk in ("obs/c/2/0/0/0", "obs/c/3/0/0/0"):
@@ -133,7 +134,7 @@ def test_extra_file_damaged_metadata_and_many_problems(tmp_path):
     )
     shutil.rmtree(store / "obs")
     shutil.rmtree(store / "action")
-    _raises(["damaged artifact: metadata file action/zarr.json is missing (and 12 more"], open_artifact, store)
+    _raises(["damaged artifact: metadata file action/zarr.json is missing (and 14 more"], open_artifact, store)
 
 
 def test_artifact_without_manifest_is_refused_as_older(tmp_path):

@@ -11,7 +11,7 @@ recorded when the artifact is finalised, lets a reader notice::
 bytes and the first 128 bits of its SHA-256 (:func:`genreward.store.hashing.hash_file`), except
 the root ``zarr.json``: that file holds the manifest itself (``attrs["genreward"]["manifest"]``,
 beside the ``complete`` flag it is written with). Chunks that Zarr never wrote (all fill value)
-are simply not listed, and stay legitimately absent.
+are simply not listed, and stay legitimately absent (the episode writer writes every chunk).
 
 Checking sizes costs one ``stat`` per file; checking hashes reads the whole store (SHA-256
 runs at about 1.5 GB/s on one core). See :func:`genreward.store.artifacts.open_artifact` for
