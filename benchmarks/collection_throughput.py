@@ -98,8 +98,8 @@ def descendants_cpu() -> float:
 
 
 def median_interval(values, level: float = 0.95, draws: int = 10_000) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the median of ``values`` (repeats on a noisy machine: the
-    goal is met when the interval's lower end is at or above it)."""
+    """Percentile-bootstrap interval of the median of ``values``: how far the median of a few
+    repeats on a noisy machine can be trusted (the goal is on the median itself)."""
     values = np.asarray(values, dtype=float)
     rng = np.random.default_rng(0)
     medians = np.median(rng.choice(values, (draws, len(values))), axis=1)

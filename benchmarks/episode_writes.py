@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genreward.envs.config import ACTION_DIM, STATE_DIM
 from genreward.store.episodes import Episode, EpisodeWriter
 
 
@@ -40,8 +41,8 @@ def episodes(n: int, size: int, rows: int, rng) -> list[Episode]:
         out.append(
             Episode(
                 obs=frames,
-                state=rng.normal(size=(rows, 39)).astype(np.float32),
-                action=rng.uniform(-1, 1, (rows - 1, 4)).astype(np.float32),
+                state=rng.normal(size=(rows, STATE_DIM)).astype(np.float32),
+                action=rng.uniform(-1, 1, (rows - 1, ACTION_DIM)).astype(np.float32),
                 success=np.zeros(rows, bool),
                 task_id=0,
             )

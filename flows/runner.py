@@ -465,7 +465,7 @@ def hand_over(argv: list[str]) -> int | None:
     if reply is None or "pid" not in reply:
         conn.close()
         if debug_enabled():
-            why = (reply or {}).get("declined", "it closed the connection")
+            why = (reply or {}).get("declined", "it closed the connection or did not answer")
             print(f"genreward: not using the stage runner: {why}", file=sys.stderr)
         return None
     pid = int(reply["pid"])
@@ -485,8 +485,8 @@ def hand_over(argv: list[str]) -> int | None:
         pass
     conn.settimeout(None)
     try:
-        reply = _read_json(conn, buf)
-    except (OSError, ValueError):
+        reply = _read_json(conn, buf)  # None when the connection fails
+    except ValueError:
         reply = None
     conn.close()
     if reply is None or "status" not in reply:  # the monitor is gone: end the run (not our child)

@@ -153,7 +153,7 @@ class EpisodeWriter:
         """Field ``name``'s array, made on first use. The writer keeps each array it opened (one
         metadata read per field, not one per write) and writes every chunk it is given: Zarr's
         default compares each chunk with the fill value first, to skip empty ones, which cost
-        more than compressing it (episode chunks are never empty; an all-zero one is stored)."""
+        more than compressing it (episode chunks are rarely all zeros; such a one is stored)."""
         arr = self._arrays.get(name)
         if arr is not None:
             return arr
